@@ -1,0 +1,14 @@
+drop function storeops.release_operation_retries(text);
+drop function storeops.fail_operation_retry(uuid, bigint, text, interval, timestamptz);
+drop function storeops.complete_operation_retries(uuid[], bigint[], timestamptz);
+drop function storeops.complete_operation_retry(uuid, bigint, timestamptz);
+drop function storeops.claim_operation_retries(text, integer, interval, text[], timestamptz);
+drop function storeops.get_pending_retries(integer);
+drop function storeops.enqueue_operation(uuid, text, uuid, jsonb, timestamptz);
+drop function storeops.schedule_operation_retry(uuid, text, uuid, jsonb, text, timestamptz);
+drop function storeops_private.record_operation_failure(storeops.operation_retry_queue, text, interval, jsonb, timestamptz);
+drop function storeops.get_retry_delay(text, integer);
+drop function storeops.get_max_attempts(text);
+drop table storeops.operation_retry_queue;
+drop sequence storeops.operation_claim_token_seq;
+drop table storeops.operation_retry_policies;

@@ -1,0 +1,1 @@
+drop table storeops.system_health_checks;

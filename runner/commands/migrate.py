@@ -1,0 +1,32 @@
+"""`storeops migrate`: apply (or roll back) the schema migrations."""
+
+from __future__ import annotations
+
+from runner import migrate
+from runner.config import resolve_database_url
+
+
+def register(sub) -> None:
+    p = sub.add_parser("migrate", help="apply pending schema migrations (a no-op when up to date)")
+    p.add_argument("--rollback", action="store_true", help="roll back instead of applying")
+    p.add_argument("--count", type=int, default=None, help="with --rollback: how many (default: all)")
+    p.add_argument("--status", action="store_true", help="list applied and pending migrations, change nothing")
+    p.set_defaults(func=cmd_migrate)
+
+
+def cmd_migrate(args) -> int:
+    url = resolve_database_url()
+    if args.status:
+        st = migrate.state(url)
+        for mid in st.applied:
+            print(f"applied  {mid}")
+        for mid in st.pending:
+            print(f"pending  {mid}")
+        return 0
+    if args.rollback:
+        done = migrate.rollback(url, args.count)
+        print(f"rolled back {len(done)} migration(s)" + (": " + ", ".join(done) if done else ""))
+        return 0
+    done = migrate.apply(url)
+    print(f"applied {len(done)} migration(s)" + (": " + ", ".join(done) if done else "; schema is up to date"))
+    return 0

@@ -1,0 +1,32 @@
+"""Helpers shared by tests (import as `from support import ...`)."""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+
+
+def make_tenant(c: psycopg.Connection, name: str = "Test Store") -> uuid.UUID:
+    return c.execute("insert into storeops.tenants (name) values (%s) returning id", (name,)).fetchone()[0]
+
+
+def make_order(c: psycopg.Connection, tenant_id, amount: int = 50_000, currency: str = "INR",
+               razorpay_order_id: str | None = None) -> uuid.UUID:
+    return c.execute(
+        "insert into storeops.orders (tenant_id, amount, currency, razorpay_order_id) values (%s, %s, %s, %s) returning id",
+        (tenant_id, amount, currency, razorpay_order_id),
+    ).fetchone()[0]
+
+
+def as_tenant(c: psycopg.Connection, tenant_id, via: str = "setting") -> None:
+    """Act as the tenant-scoped role for the rest of the transaction."""
+    c.execute("set local role storeops_tenant")
+    if via == "jwt":
+        c.execute("select set_config('request.jwt.claims', %s, true)", (f'{{"tenant_id": "{tenant_id}"}}',))
+    else:
+        c.execute("select set_config('storeops.tenant_id', %s, true)", (str(tenant_id),))
+
+
+def as_runner(c: psycopg.Connection) -> None:
+    c.execute("set local role storeops_runner")
