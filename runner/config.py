@@ -37,6 +37,11 @@ class Settings:
     http_port: int = 8000
     alert_url: str | None = None
     max_body_bytes: int = 1_048_576
+    # Custom domains: where tenants must point their domains, and the ownership TXT label.
+    platform_cname: str = "stores.storeops.in"
+    platform_addresses: list[str] = field(default_factory=list)
+    dns_txt_prefix: str = "_storeops-verification"
+    dns_timeout: float = 5.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -57,6 +62,10 @@ class Settings:
             http_port=_int("STOREOPS_HTTP_PORT", 8000),
             alert_url=env("STOREOPS_ALERT_URL") or None,
             max_body_bytes=_int("STOREOPS_MAX_BODY_BYTES", 1_048_576),
+            platform_cname=(env("STOREOPS_PLATFORM_CNAME") or "stores.storeops.in").rstrip(".").lower(),
+            platform_addresses=_list("STOREOPS_PLATFORM_ADDRESSES"),
+            dns_txt_prefix=env("STOREOPS_DNS_TXT_PREFIX") or "_storeops-verification",
+            dns_timeout=float(env("STOREOPS_DNS_TIMEOUT") or 5.0),
         )
 
 
