@@ -42,6 +42,9 @@ class Settings:
     platform_addresses: list[str] = field(default_factory=list)
     dns_txt_prefix: str = "_storeops-verification"
     dns_timeout: float = 5.0
+    # Webhook rate limits in requests per second (burst = 5 seconds' worth); 0 turns one off.
+    rate_limit_source: float = 1000.0
+    rate_limit_tenant: float = 500.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -66,6 +69,8 @@ class Settings:
             platform_addresses=_list("STOREOPS_PLATFORM_ADDRESSES"),
             dns_txt_prefix=env("STOREOPS_DNS_TXT_PREFIX") or "_storeops-verification",
             dns_timeout=float(env("STOREOPS_DNS_TIMEOUT") or 5.0),
+            rate_limit_source=float(env("STOREOPS_RATE_LIMIT_SOURCE") or 1000.0),
+            rate_limit_tenant=float(env("STOREOPS_RATE_LIMIT_TENANT") or 500.0),
         )
 
 

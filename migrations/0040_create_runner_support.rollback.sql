@@ -1,0 +1,15 @@
+drop function storeops.run_webhook_retries(text, integer, timestamptz);
+drop function storeops.review_reconciliation(timestamptz);
+drop procedure storeops.cleanup_old_webhooks(interval, integer);
+drop function storeops.delete_processed_webhooks(text, interval, integer, timestamptz);
+drop function storeops.finish_scheduler_tick(text, timestamptz, text, timestamptz);
+drop function storeops.claim_scheduler_tick(text, interval, text, timestamptz);
+drop table storeops.scheduler_ticks;
+drop function storeops.mark_alerts_delivered(uuid[], timestamptz);
+drop function storeops.claim_alerts(text, integer, interval, timestamptz);
+drop trigger payment_reconciliation_alert_mismatch on storeops.payment_reconciliation;
+drop function storeops_private.alert_on_reconciliation_mismatch();
+drop trigger operation_retry_queue_alert_failed on storeops.operation_retry_queue;
+drop function storeops_private.alert_on_operation_failed();
+drop function storeops.raise_alert(text, uuid, jsonb);
+drop table storeops.alerts;

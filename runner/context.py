@@ -1,0 +1,66 @@
+"""What every part of a running storeops process shares: settings, the pool, one HTTP client, and a
+short-lived cache of per-tenant webhook settings."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import httpx
+from psycopg_pool import AsyncConnectionPool
+
+from runner.config import Settings
+
+
+@dataclass
+class TenantWebhookConfig:
+    exists: bool
+    secrets: list[str]
+    account_id: str | None
+
+
+@dataclass
+class Context:
+    settings: Settings
+    pool: AsyncConnectionPool
+    http: httpx.AsyncClient
+    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
+    _tenant_cache: dict[tuple[str, str], tuple[float, TenantWebhookConfig]] = field(default_factory=dict)
+    tenant_cache_ttl: float = 15.0
+
+    async def tenant_webhook_config(self, tenant_id: str, kind: str) -> TenantWebhookConfig:
+        """The tenant's active secrets of `kind` (both during a rotation) and its Razorpay account id."""
+        key = (tenant_id, kind)
+        hit = self._tenant_cache.get(key)
+        now = time.monotonic()
+        if hit and hit[0] > now:
+            return hit[1]
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(
+                "select razorpay_account_id from storeops.tenants where id = %s", (tenant_id,))).fetchone()
+            secrets: list[str] = []
+            if row is not None:
+                cur = await conn.execute("select secret from storeops.get_tenant_secrets(%s, %s)", (tenant_id, kind))
+                secrets = [r[0] for r in await cur.fetchall()]
+        cfg = TenantWebhookConfig(exists=row is not None, secrets=secrets, account_id=row[0] if row else None)
+        self._tenant_cache[key] = (now + self.tenant_cache_ttl, cfg)
+        return cfg
+
+    def razorpay_client(self, key_id: str | None = None, key_secret: str | None = None):
+        from runner.razorpay import RazorpayClient
+
+        return RazorpayClient(self.settings.razorpay_api_base, key_id or self.settings.razorpay_key_id or "",
+                              key_secret or self.settings.razorpay_key_secret or "", http=self.http)
+
+    def shiprocket_client(self):
+        from runner.shiprocket import ShiprocketClient
+
+        client = getattr(self, "_shiprocket", None)
+        if client is None:
+            client = ShiprocketClient(self.settings.shiprocket_api_base, self.settings.shiprocket_email or "",
+                                      self.settings.shiprocket_password or "", http=self.http)
+            self._shiprocket = client
+        return client

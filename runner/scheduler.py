@@ -1,0 +1,146 @@
+"""The seed's recurring jobs, run by whichever runner claims each tick first
+(storeops.claim_scheduler_tick: a row per job and tick, so no session locks, PgBouncer-safe).
+
+| job | every | what |
+|---|---|---|
+| process_retries | 5 min | due retry-queue rows (the worker also polls them continuously) |
+| health_checks | 15 min | DNS resolver, Razorpay, Shiprocket, database |
+| reconciliation_review | 1 day | open reconciliations older than a day raise an alert |
+| cleanup_webhooks | 7 days | processed webhooks older than 90 days, deleted in batches |
+| domain_recheck | 1 hour | auto_verify and verified domains due for a re-check |
+| shipment_poll | 1 hour | shipments without an update for 6 hours, via the tracking API |
+| payment_recovery | 1 hour | Razorpay payments of the last 25 hours that never arrived as webhooks |
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+log = logging.getLogger("storeops.scheduler")
+
+
+@dataclass
+class Job:
+    name: str
+    every_seconds: int
+    run: Callable[..., Awaitable[object]]
+
+
+async def _process_retries(ctx, worker) -> object:
+    return await worker.run_operations() if worker else 0
+
+
+async def _health(ctx, worker) -> object:
+    from runner.health import run_checks
+
+    results = await run_checks(ctx)
+    return ", ".join(f"{r.check_type}={r.status}" for r in results)
+
+
+async def _recon_review(ctx, worker) -> object:
+    async with ctx.pool.connection() as conn:
+        return (await (await conn.execute("select storeops.review_reconciliation()")).fetchone())[0]
+
+
+async def cleanup(ctx, older_than: str = "90 days", batch: int = 5000) -> int:
+    """Delete processed webhooks older than `older_than` in short committed batches."""
+    total = 0
+    for table in ("payment_webhooks", "shipping_webhooks"):
+        while True:
+            async with ctx.pool.connection() as conn:
+                n = (await (await conn.execute("select storeops.delete_processed_webhooks(%s, %s::interval, %s)",
+                                               (table, older_than, batch))).fetchone())[0]
+            total += n
+            if n < batch:
+                break
+            await asyncio.sleep(0)  # let ingest interleave
+    return total
+
+
+async def _cleanup(ctx, worker) -> object:
+    return await cleanup(ctx)
+
+
+async def _domain_recheck(ctx, worker) -> object:
+    from runner import domains
+
+    return await domains.recheck_due(ctx.pool, ctx.settings)
+
+
+async def _shipment_poll(ctx, worker) -> object:
+    from runner import shipping
+
+    if not ctx.settings.shiprocket_email:
+        return "skipped: SHIPROCKET_EMAIL not set"
+    return await shipping.poll_stale_shipments(ctx.pool, ctx.shiprocket_client())
+
+
+async def _payment_recovery(ctx, worker) -> object:
+    from runner import payments
+
+    if not ctx.settings.razorpay_key_id:
+        return "skipped: RAZORPAY_KEY_ID not set"
+    now = int(time.time())
+    return await payments.recover_missed_payments(ctx.pool, ctx.razorpay_client(), now - 25 * 3600, now)
+
+
+JOBS = [
+    Job("process_retries", 300, _process_retries),
+    Job("health_checks", 900, _health),
+    Job("reconciliation_review", 86400, _recon_review),
+    Job("cleanup_webhooks", 7 * 86400, _cleanup),
+    Job("domain_recheck", 3600, _domain_recheck),
+    Job("shipment_poll", 3600, _shipment_poll),
+    Job("payment_recovery", 3600, _payment_recovery),
+]
+
+
+class Scheduler:
+    def __init__(self, ctx, worker=None, *, jobs: list[Job] | None = None, check_every: float = 5.0):
+        self.ctx = ctx
+        self.worker = worker
+        self.jobs = jobs or JOBS
+        self.check_every = check_every
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            for job in self.jobs:
+                if self._stopping.is_set():
+                    break
+                await self.run_if_due(job)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.check_every)
+
+    async def run_if_due(self, job: Job) -> bool:
+        try:
+            async with self.ctx.pool.connection() as conn:
+                tick = (await (await conn.execute(
+                    "select storeops.claim_scheduler_tick(%s, make_interval(secs => %s), %s)",
+                    (job.name, job.every_seconds, self.ctx.worker_id))).fetchone())[0]
+        except Exception as exc:
+            log.warning("scheduler could not claim a tick", extra={"job": job.name, "error": str(exc)[:200]})
+            return False
+        if tick is None:
+            return False
+        started = time.perf_counter()
+        try:
+            outcome = f"ok: {await job.run(self.ctx, self.worker)}"
+        except Exception as exc:
+            outcome = f"error: {exc.__class__.__name__}: {exc}"
+            log.error("scheduled job failed", extra={"job": job.name, "error": outcome[:300]})
+        else:
+            log.info("scheduled job ran", extra={"job": job.name, "outcome": outcome[:300],
+                                                  "ms": round((time.perf_counter() - started) * 1000)})
+        with contextlib.suppress(Exception):
+            async with self.ctx.pool.connection() as conn:
+                await conn.execute("select storeops.finish_scheduler_tick(%s, %s, %s)", (job.name, tick, outcome))
+        return True

@@ -1,0 +1,217 @@
+"""The provider webhook endpoints: authenticate, pick the tenant, dedup key, store, acknowledge.
+
+Razorpay: `X-Razorpay-Signature` is the hex HMAC-SHA256 of the raw body keyed with the webhook
+secret: the tenant's own (two may be active during a rotation) or, for a tenant without one,
+RAZORPAY_WEBHOOK_SECRET. The tenant comes from the URL (`/functions/v1/razorpay-webhook/{tenant}`)
+or from the Razorpay order id in the payload. Dedup on `x-razorpay-event-id`, else a body hash.
+
+Shiprocket: the token in `x-api-key`, per tenant with SHIPROCKET_WEBHOOK_SECRET as the platform
+default; dedup on awb + shipment_status_id + current_timestamp; success is exactly 200.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from runner import metrics
+from runner.db import is_unavailable
+from runner.intake import BodyTooLarge, read_body
+
+log = logging.getLogger("storeops.webhooks")
+
+
+class Rejected(Exception):
+    def __init__(self, status: int, reason: str, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.headers = headers or {}
+
+
+def _reject(provider: str, request: Request, exc: Rejected) -> Response:
+    metrics.WEBHOOKS_REJECTED.labels(provider, exc.reason).inc()
+    log.warning("webhook rejected", extra={
+        "provider": provider, "status": exc.status, "reason": exc.reason, "detail": str(exc),
+        "request_id": request.state.request_id, "source": request.client.host if request.client else None,
+    })
+    return JSONResponse({"error": str(exc)}, status_code=exc.status, headers=exc.headers)
+
+
+def _parse_json(body: bytes) -> dict:
+    if b"\\u0000" in body:
+        raise Rejected(400, "malformed", "body contains a NUL character (\\u0000), which cannot be stored")
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise Rejected(400, "malformed", f"body is not valid JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise Rejected(400, "malformed", "body must be a JSON object")
+    return payload
+
+
+def _path_tenant(request: Request) -> str | None:
+    raw = request.path_params.get("tenant_id")
+    if raw is None:
+        return None
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError as exc:
+        raise Rejected(404, "unknown_tenant", f"unknown tenant {raw!r}") from exc
+
+
+def _rate_limit(request: Request, key: str, limiter) -> None:
+    wait = limiter.check(key)
+    if wait > 0:
+        retry = max(1, int(wait + 0.999))
+        raise Rejected(429, "rate_limited", f"rate limit exceeded for {key}; retry after {retry}s",
+                       headers={"Retry-After": str(retry)})
+
+
+def _razorpay_order_id(payload: dict) -> str | None:
+    entities = payload.get("payload")
+    if not isinstance(entities, dict):
+        return None
+    for name in ("payment", "order", "refund"):
+        entity = (entities.get(name) or {}).get("entity") if isinstance(entities.get(name), dict) else None
+        if not isinstance(entity, dict):
+            continue
+        value = entity.get("id") if name == "order" else entity.get("order_id")
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+async def _store(request: Request, provider: str, kind: str, tenant_id: str | None, event_id: str,
+                 webhook_type: str, body: bytes, started: float) -> bool:
+    app_state = request.app.state
+    try:
+        is_new = await app_state.batchers[kind].submit(tenant_id, event_id, webhook_type, body.decode())
+    except Exception as exc:
+        if is_unavailable(exc) or isinstance(exc, TimeoutError):
+            raise Rejected(503, "database_unavailable", "storage unavailable, retry later",
+                           headers={"Retry-After": "5"}) from exc
+        raise
+    labels = (provider, webhook_type[:64])
+    (metrics.WEBHOOKS_RECEIVED if is_new else metrics.WEBHOOKS_DUPLICATE).labels(*labels).inc()
+    metrics.INGEST_LATENCY.labels(provider).observe(time.perf_counter() - started)
+    log.info("webhook stored" if is_new else "webhook duplicate", extra={
+        "provider": provider, "event_id": event_id, "type": webhook_type, "tenant_id": tenant_id,
+        "request_id": request.state.request_id,
+    })
+    return is_new
+
+
+async def razorpay_webhook(request: Request) -> Response:
+    from runner import razorpay
+
+    started = time.perf_counter()
+    ctx = request.app.state.ctx
+    try:
+        _rate_limit(request, f"source:{request.client.host if request.client else '-'}", request.app.state.source_limiter)
+        tenant_id = _path_tenant(request)
+        try:
+            body = await read_body(request, ctx.settings.max_body_bytes)
+        except BodyTooLarge as exc:
+            raise Rejected(413, "too_large", str(exc)) from exc
+        signature = request.headers.get("x-razorpay-signature")
+        if not signature:
+            raise Rejected(401, "unsigned", "missing X-Razorpay-Signature header")
+        payload = _parse_json(body)
+        event = payload.get("event")
+        if not isinstance(event, str) or not event:
+            raise Rejected(400, "malformed", "body has no \"event\" name")
+
+        try:
+            if tenant_id is None:
+                order_id = _razorpay_order_id(payload)
+                if order_id:
+                    async with ctx.pool.connection(timeout=4.0) as conn:
+                        row = await (await conn.execute(
+                            "select storeops.get_tenant_for_razorpay_order(%s)", (order_id,))).fetchone()
+                    tenant_id = str(row[0]) if row and row[0] else None
+            cfg = await ctx.tenant_webhook_config(tenant_id, "razorpay_webhook") if tenant_id else None
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise Rejected(503, "database_unavailable", "storage unavailable, retry later",
+                               headers={"Retry-After": "5"}) from exc
+            raise
+        if request.path_params.get("tenant_id") is not None and (cfg is None or not cfg.exists):
+            raise Rejected(404, "unknown_tenant", f"unknown tenant {tenant_id}")
+
+        secrets = (cfg.secrets if cfg and cfg.secrets else
+                   [ctx.settings.razorpay_webhook_secret] if ctx.settings.razorpay_webhook_secret else [])
+        if not secrets:
+            raise Rejected(401, "no_secret", "no Razorpay webhook secret is configured for this tenant")
+        if not razorpay.verify_signature(body, signature, secrets):
+            raise Rejected(401, "bad_signature", "X-Razorpay-Signature does not match the body")
+        if cfg and cfg.account_id and payload.get("account_id") != cfg.account_id:
+            raise Rejected(401, "account_mismatch", "account_id in the webhook does not belong to this tenant")
+        if tenant_id:
+            _rate_limit(request, f"tenant:{tenant_id}", request.app.state.tenant_limiter)
+
+        event_id = request.headers.get("x-razorpay-event-id") or "sha256:" + hashlib.sha256(body).hexdigest()
+        is_new = await _store(request, "razorpay", "payment", tenant_id, event_id, event, body, started)
+    except Rejected as exc:
+        return _reject("razorpay", request, exc)
+    return JSONResponse({"status": "ok" if is_new else "duplicate", "event_id": event_id})
+
+
+async def shiprocket_webhook(request: Request) -> Response:
+    from runner import shiprocket
+
+    started = time.perf_counter()
+    ctx = request.app.state.ctx
+    try:
+        _rate_limit(request, f"source:{request.client.host if request.client else '-'}", request.app.state.source_limiter)
+        tenant_id = _path_tenant(request)
+        try:
+            body = await read_body(request, ctx.settings.max_body_bytes)
+        except BodyTooLarge as exc:
+            raise Rejected(413, "too_large", str(exc)) from exc
+        token = request.headers.get("x-api-key")
+        if not token:
+            raise Rejected(401, "unsigned", "missing x-api-key header")
+        payload = _parse_json(body)
+        try:
+            event_id = shiprocket.event_key(payload)
+            webhook_type = shiprocket.webhook_type(payload)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise Rejected(400, "malformed", f"not a Shiprocket tracking event: {exc}") from exc
+
+        try:
+            if tenant_id is None:
+                awb = payload.get("awb")
+                order_ref = payload.get("sr_order_id") or payload.get("order_id")
+                async with ctx.pool.connection(timeout=4.0) as conn:
+                    row = await (await conn.execute(
+                        "select storeops.get_tenant_for_awb(%s, %s)",
+                        (str(awb) if awb is not None else None, str(order_ref) if order_ref is not None else None),
+                    )).fetchone()
+                tenant_id = str(row[0]) if row and row[0] else None
+            cfg = await ctx.tenant_webhook_config(tenant_id, "shiprocket_webhook") if tenant_id else None
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise Rejected(503, "database_unavailable", "storage unavailable, retry later",
+                               headers={"Retry-After": "5"}) from exc
+            raise
+        if request.path_params.get("tenant_id") is not None and (cfg is None or not cfg.exists):
+            raise Rejected(404, "unknown_tenant", f"unknown tenant {tenant_id}")
+        tokens = (cfg.secrets if cfg and cfg.secrets else
+                  [ctx.settings.shiprocket_webhook_secret] if ctx.settings.shiprocket_webhook_secret else [])
+        if not tokens:
+            raise Rejected(401, "no_secret", "no Shiprocket webhook token is configured for this tenant")
+        if not shiprocket.verify_token(token, tokens):
+            raise Rejected(401, "bad_token", "x-api-key does not match")
+        if tenant_id:
+            _rate_limit(request, f"tenant:{tenant_id}", request.app.state.tenant_limiter)
+        is_new = await _store(request, "shiprocket", "shipping", tenant_id, event_id, webhook_type, body, started)
+    except Rejected as exc:
+        return _reject("shiprocket", request, exc)
+    return JSONResponse({"status": "ok" if is_new else "duplicate"}, status_code=200)

@@ -1,0 +1,230 @@
+"""The worker: applies stored webhooks as soon as they are committed, runs due retry-queue
+operations, and delivers alerts.
+
+- Woken by LISTEN/NOTIFY (`storeops_webhooks`, `storeops_work`, `storeops_alert`) on one dedicated
+  connection, with polling (every `poll_interval` seconds) as the fallback. Behind transaction-mode
+  PgBouncer LISTEN is unavailable: set STOREOPS_LISTEN_URL to a direct URL, or rely on polling.
+- Webhooks are applied by SQL (`process_payment_webhooks`, `process_shipping_webhooks`): each call is
+  one short transaction, FOR UPDATE SKIP LOCKED inside, so any number of workers share the work.
+- Retry-queue rows are claimed in batches under a lease (`claim_operation_retries`), run with
+  bounded concurrency, and reported in a new transaction: completions in one batch, failures one by
+  one through `fail_operation_retry` (which steps the backoff or marks the row failed). No
+  transaction is held while a handler does network I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+
+import httpx
+import orjson
+import psycopg
+
+from runner import metrics, operations  # noqa: F401  (operations registers the handlers)
+from runner.context import Context
+from runner.registry import OPERATIONS, RetryLater
+
+log = logging.getLogger("storeops.worker")
+
+_WEBHOOK_KINDS = (("razorpay", "payment_webhooks", "process_payment_webhooks"),
+                  ("shiprocket", "shipping_webhooks", "process_shipping_webhooks"))
+
+
+class Worker:
+    def __init__(self, ctx: Context, listen_url: str | None, *, poll_interval: float = 1.0, batch_size: int = 20,
+                 concurrency: int = 10, lease_seconds: int = 300, webhook_batch: int = 500):
+        self.ctx = ctx
+        self.listen_url = listen_url
+        self.poll_interval = poll_interval
+        self.batch_size = batch_size
+        self.concurrency = concurrency
+        self.lease = f"{lease_seconds} seconds"
+        self.webhook_batch = webhook_batch
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._inflight: set[asyncio.Task] = set()
+        self._claimed: set[tuple[str, int]] = set()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def run(self) -> None:
+        listener = asyncio.create_task(self._listen())
+        try:
+            while not self._stopping.is_set():
+                did = 0
+                try:
+                    did += await self.apply_webhooks()
+                    did += await self.run_operations()
+                    did += await self.deliver_alerts()
+                except Exception as exc:  # the database went away: keep trying, never crash
+                    log.warning("worker pass failed", extra={"error": str(exc).splitlines()[0] if str(exc) else repr(exc)})
+                    await self._sleep(self.poll_interval)
+                    continue
+                if did == 0:
+                    await self._sleep(self.poll_interval)
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await listener
+            await self._release()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def _sleep(self, seconds: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    async def _listen(self) -> None:
+        if not self.listen_url:
+            return
+        while not self._stopping.is_set():
+            try:
+                conn = await psycopg.AsyncConnection.connect(self.listen_url, autocommit=True)
+                async with conn:
+                    for channel in ("storeops_webhooks", "storeops_work", "storeops_alert"):
+                        await conn.execute(f"listen {channel}")
+                    self._wake.set()  # catch up on anything committed while we were not listening
+                    async for _notify in conn.notifies():
+                        self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.info("listen connection lost; polling until it is back", extra={"error": str(exc)[:200]})
+                await asyncio.sleep(min(self.poll_interval * 2, 5))
+
+    async def _release(self) -> None:
+        """Graceful shutdown: finish in-flight handlers briefly, then give back what is unfinished."""
+        if self._inflight:
+            await asyncio.wait(self._inflight, timeout=5)
+        with contextlib.suppress(Exception):
+            async with self.ctx.pool.connection(timeout=2) as conn:
+                await conn.execute("select storeops.release_operation_retries(%s)", (self.ctx.worker_id,))
+
+    # -- webhooks ------------------------------------------------------------------------------
+    async def apply_webhooks(self) -> int:
+        total = 0
+        for provider, table, fn in _WEBHOOK_KINDS:
+            while not self._stopping.is_set():
+                async with self.ctx.pool.connection() as conn:
+                    row = await (await conn.execute(
+                        f"select min(created_at) from storeops.{table} where not processed and attempts = 0"
+                    )).fetchone()
+                    if row[0] is None:
+                        break
+                    oldest = row[0]
+                    done = (await (await conn.execute(
+                        f"select storeops.{fn}(%s)", (self.webhook_batch,))).fetchone())[0]
+                    lag = (await (await conn.execute("select extract(epoch from clock_timestamp() - %s)",
+                                                     (oldest,))).fetchone())[0]
+                if not done:
+                    break
+                metrics.WEBHOOKS_PROCESSED.labels(provider).inc(done)
+                metrics.PROCESSING_LATENCY.labels(provider).observe(float(lag))
+                total += done
+        # Webhook retries that are due run in SQL too.
+        async with self.ctx.pool.connection() as conn:
+            retried = (await (await conn.execute(
+                "select storeops.run_webhook_retries(%s, %s)", (self.ctx.worker_id, self.webhook_batch))).fetchone())[0]
+        return total + retried
+
+    # -- retry queue ---------------------------------------------------------------------------
+    async def run_operations(self) -> int:
+        types = [t for t in OPERATIONS if t not in ("payment_webhook", "shipping_webhook")]
+        if not types:
+            return 0
+        free = self.concurrency - len(self._inflight)
+        if free <= 0:
+            return 0
+        async with self.ctx.pool.connection() as conn:
+            cur = await conn.execute(
+                "select * from storeops.claim_operation_retries(%s, %s, %s::interval, %s)",
+                (self.ctx.worker_id, min(free, self.batch_size), self.lease, types))
+            cols = [c.name for c in cur.description]
+            rows = [dict(zip(cols, r, strict=True)) for r in await cur.fetchall()]
+        if not rows:
+            return 0
+        results = await asyncio.gather(*(self._run_one(row) for row in rows))
+        done = [(r["id"], r["claim_token"]) for r, ok in zip(rows, results, strict=True) if ok is None]
+        async with self.ctx.pool.connection() as conn:
+            if done:
+                await conn.execute("select storeops.complete_operation_retries(%s, %s)",
+                                   ([d[0] for d in done], [d[1] for d in done]))
+            for row, failure in zip(rows, results, strict=True):
+                if failure is not None:
+                    error, retry_in = failure
+                    await conn.execute(
+                        "select status from storeops.fail_operation_retry(%s, %s, %s, %s::interval)",
+                        (row["id"], row["claim_token"], error,
+                         f"{retry_in} seconds" if retry_in is not None else None))
+        return len(rows)
+
+    async def _run_one(self, row: dict) -> tuple[str, float | None] | None:
+        handler = OPERATIONS[row["operation_type"]]
+        task = asyncio.current_task()
+        self._inflight.add(task)
+        started = time.perf_counter()
+        try:
+            await handler(self.ctx, row)
+        except RetryLater as exc:
+            metrics.OPERATIONS.labels(row["operation_type"], "retry").inc()
+            log.info("operation will be retried", extra={"retry_id": str(row["id"]), "operation_type": row["operation_type"],
+                                                          "error": str(exc)[:500]})
+            return str(exc)[:2000], exc.retry_in
+        except Exception as exc:
+            metrics.OPERATIONS.labels(row["operation_type"], "error").inc()
+            log.warning("operation failed", extra={"retry_id": str(row["id"]), "operation_type": row["operation_type"],
+                                                    "error": f"{exc.__class__.__name__}: {exc}"[:500]})
+            return f"{exc.__class__.__name__}: {exc}"[:2000], getattr(exc, "retry_after", None)
+        finally:
+            self._inflight.discard(task)
+        metrics.OPERATIONS.labels(row["operation_type"], "completed").inc()
+        log.info("operation completed", extra={"retry_id": str(row["id"]), "operation_type": row["operation_type"],
+                                                "ms": round((time.perf_counter() - started) * 1000, 1)})
+        return None
+
+    # -- alerts --------------------------------------------------------------------------------
+    async def deliver_alerts(self) -> int:
+        async with self.ctx.pool.connection() as conn:
+            cur = await conn.execute("select id, kind, tenant_id, details, created_at from storeops.claim_alerts(%s)",
+                                     (self.ctx.worker_id,))
+            alerts = await cur.fetchall()
+        if not alerts:
+            return 0
+        for alert_id, kind, tenant_id, details, created_at in alerts:
+            metrics.ALERTS.labels(kind).inc()
+            log.error("ALERT %s", kind, extra={"alert_id": str(alert_id), "kind": kind,
+                                               "tenant_id": str(tenant_id) if tenant_id else None, "details": details})
+            if self.ctx.settings.alert_url:
+                try:
+                    await post_alert(self.ctx.http, self.ctx.settings.alert_url, kind, details, created_at)
+                except Exception as exc:
+                    async with self.ctx.pool.connection() as conn:
+                        await conn.execute(
+                            "select storeops.schedule_operation_retry(%s, 'alert_post', %s, %s, %s)",
+                            (tenant_id, alert_id, orjson.dumps({"alert_id": str(alert_id)}).decode(), str(exc)[:500]))
+        async with self.ctx.pool.connection() as conn:
+            await conn.execute("select storeops.mark_alerts_delivered(%s)", ([a[0] for a in alerts],))
+        return len(alerts)
+
+
+async def post_alert(http: httpx.AsyncClient, url: str, kind: str, details: dict, created_at) -> None:
+    """Slack-compatible JSON: {"text": ...} plus the structured fields."""
+    text = f":rotating_light: storeops alert: {kind} — " + ", ".join(f"{k}={v}" for k, v in (details or {}).items())
+    resp = await http.post(url, json={"text": text, "kind": kind, "details": details, "created_at": str(created_at)},
+                           timeout=10.0)
+    if resp.status_code >= 300:
+        raise RuntimeError(f"alert URL answered {resp.status_code}")
+
+
+def listen_url(database_url: str) -> str | None:
+    """Where to LISTEN: STOREOPS_LISTEN_URL, else the database URL itself ('' disables LISTEN)."""
+    value = os.environ.get("STOREOPS_LISTEN_URL")
+    if value is not None:
+        return value or None
+    return database_url
