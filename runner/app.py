@@ -201,16 +201,14 @@ def create_app(settings: Settings, database_url: str, *, pool_size: int = 10, ct
                 await context.http.aclose()
                 await context.pool.close()
 
-    app = Starlette(routes=routes(), lifespan=lifespan)
-    app.add_middleware(RequestIdMiddleware)
-
-    @app.exception_handler(404)
     async def not_found(request: Request, exc) -> Response:
         return JSONResponse({"error": f"no route {request.method} {request.url.path}"}, status_code=404)
 
-    @app.exception_handler(405)
     async def not_allowed(request: Request, exc) -> Response:
         return JSONResponse({"error": f"method {request.method} not allowed on {request.url.path}"}, status_code=405)
+
+    app = Starlette(routes=routes(), lifespan=lifespan, exception_handlers={404: not_found, 405: not_allowed})
+    app.add_middleware(RequestIdMiddleware)
 
     return app
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 
 import httpx
@@ -44,9 +45,12 @@ async def _run(settings: Settings, *, http: bool, worker: bool, scheduler: bool,
 
     url = resolve_database_url(settings)
     await asyncio.to_thread(check_schema, url)
-    pool = await open_pool(url, min_size=2, max_size=int(__import__("os").environ.get("STOREOPS_POOL_SIZE", 20)))
+    pool = await open_pool(url, min_size=2, max_size=int(os.environ.get("STOREOPS_POOL_SIZE", 20)))
     ctx = Context(settings=settings, pool=pool, http=httpx.AsyncClient(timeout=10.0))
-    the_worker = Worker(ctx, listen_url(url), concurrency=workers_concurrency) if worker else None
+    env = os.environ
+    the_worker = Worker(ctx, listen_url(url), concurrency=workers_concurrency,
+                        lease_seconds=int(env.get("STOREOPS_LEASE_SECONDS", 300)),
+                        poll_interval=float(env.get("STOREOPS_POLL_INTERVAL", 1.0))) if worker else None
     the_scheduler = Scheduler(ctx, the_worker) if scheduler else None
     server = None
     tasks: list[asyncio.Task] = []

@@ -1,0 +1,148 @@
+"""The runner as a real process: startup checks, health/metrics, graceful and hard stops, several
+runners sharing work, alerts delivered once."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import psycopg
+import pytest
+from runner_proc import ROOT, RunnerProcess
+
+from runner.cluster import free_port
+
+
+def test_serve_refuses_an_unmigrated_database(empty_db):
+    result = subprocess.run([sys.executable, "-m", "runner", "serve"], cwd=ROOT, capture_output=True, text=True,
+                            env={"DATABASE_URL": empty_db, "PATH": "/usr/bin:/bin"}, timeout=60)
+    assert result.returncode != 0
+    assert "storeops migrate" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_health_ready_metrics_and_graceful_sigterm(fresh_db, tmp_path):
+    runner = RunnerProcess(fresh_db, log_path=tmp_path / "runner.log").start()
+    try:
+        assert httpx.get(runner.base_url + "/healthz").json() == {"status": "ok"}
+        ready = httpx.get(runner.base_url + "/readyz")
+        assert ready.status_code == 200 and ready.json()["database"] == "ok"
+        with psycopg.connect(fresh_db, autocommit=True) as c:
+            c.execute("select storeops.schedule_operation_retry(null, 'domain_verify', gen_random_uuid(), '{}', 'x')")
+        text = httpx.get(runner.base_url + "/metrics").text
+        assert 'storeops_retry_queue_depth{operation_type="domain_verify",status="pending"} 1.0' in text
+        assert "storeops_webhook_processing_seconds" in text
+        assert "storeops_retry_queue_oldest_pending_seconds" in text
+        assert httpx.get(runner.base_url + "/nope").status_code == 404
+        spec = httpx.get(runner.base_url + "/openapi.json").json()
+        assert "/functions/v1/razorpay-webhook" in spec["paths"]
+    finally:
+        code, took = runner.stop(signal.SIGTERM)
+    assert code == 0, runner.output()[-2000:]
+    assert took < 10
+    # Structured JSON logs, one object per line.
+    lines = [ln for ln in runner.output().splitlines() if ln.startswith("{")]
+    assert lines and all("event" in json.loads(ln) for ln in lines)
+
+
+class _Sink:
+    """A Slack-compatible webhook sink on loopback that counts alert POSTs (optionally slowly)."""
+
+    def __init__(self, delay: float = 0.0):
+        self.posts: list[dict] = []
+        self.delay = delay
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                time.sleep(sink.delay)
+                sink.posts.append(json.loads(body))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *a):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+def _wait(predicate, timeout: float = 30.0, every: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every)
+    return False
+
+
+def test_two_runners_deliver_each_alert_and_operation_once(fresh_db, tmp_path):
+    sink = _Sink()
+    env = {"STOREOPS_ALERT_URL": sink.url, "STOREOPS_POLL_INTERVAL": "0.2"}
+    a = RunnerProcess(fresh_db, command="work", env=env, log_path=tmp_path / "a.log").start()
+    b = RunnerProcess(fresh_db, command="work", env=env, log_path=tmp_path / "b.log").start()
+    try:
+        with psycopg.connect(fresh_db, autocommit=True) as c:
+            # 150 alerts via the failure trigger, and 150 queued alert_post operations.
+            for _ in range(150):
+                c.execute("select storeops.raise_alert('operation_failed', null, '{}')")
+            ids = [r[0] for r in c.execute(
+                "select id from storeops.alerts order by created_at").fetchall()]
+            for alert_id in ids:
+                c.execute("select storeops.enqueue_operation(null, 'alert_post', %s, %s)",
+                          (alert_id, json.dumps({"alert_id": str(alert_id)})))
+            assert _wait(lambda: c.execute(
+                "select count(*) from storeops.operation_retry_queue where status = 'completed'").fetchone()[0] == 150
+                and c.execute("select count(*) from storeops.alerts where delivered_at is null").fetchone()[0] == 0)
+    finally:
+        a.stop()
+        b.stop()
+        sink.close()
+    # 150 deliveries from the alert table + 150 from the queue: each exactly once, none twice.
+    assert len(sink.posts) == 300
+    assert all(p["kind"] == "operation_failed" and p["text"] for p in sink.posts)
+
+
+def test_sigkilled_runner_claims_come_back_after_the_lease(fresh_db, tmp_path):
+    slow = _Sink(delay=60)
+    fast = _Sink()
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        ids = [uuid.uuid4() for _ in range(5)]
+        for i in ids:
+            c.execute("insert into storeops.alerts (id, kind) values (%s, 'operation_failed')", (i,))
+        c.execute("update storeops.alerts set delivered_at = now()")  # only the queued posts matter here
+        for i in ids:
+            c.execute("select storeops.enqueue_operation(null, 'alert_post', %s, %s)", (i, json.dumps({"alert_id": str(i)})))
+        a = RunnerProcess(fresh_db, command="work", log_path=tmp_path / "a.log",
+                          env={"STOREOPS_ALERT_URL": slow.url, "STOREOPS_LEASE_SECONDS": "3",
+                               "STOREOPS_POLL_INTERVAL": "0.2"}).start()
+        assert _wait(lambda: c.execute(
+            "select count(*) from storeops.operation_retry_queue where status = 'processing'").fetchone()[0] == 5)
+        a.stop(signal.SIGKILL)
+        held = c.execute("select count(*) from storeops.operation_retry_queue where status = 'processing'").fetchone()[0]
+        assert held == 5  # the dead runner still "holds" them until the lease runs out
+        b = RunnerProcess(fresh_db, command="work", log_path=tmp_path / "b.log",
+                          env={"STOREOPS_ALERT_URL": fast.url, "STOREOPS_POLL_INTERVAL": "0.2"}).start()
+        try:
+            assert _wait(lambda: c.execute(
+                "select count(*) from storeops.operation_retry_queue where status = 'completed'").fetchone()[0] == 5,
+                timeout=30), b.output()[-2000:]
+        finally:
+            b.stop()
+            slow.close()
+            fast.close()
+    assert len(fast.posts) == 5
