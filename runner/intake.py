@@ -66,7 +66,7 @@ class IngestBatcher:
     """Groups concurrent webhook inserts for one table into shared transactions."""
 
     def __init__(self, pool: AsyncConnectionPool, kind: str, *, max_batch: int = 256, flushers: int = 3,
-                 timeout: float = 4.0):
+                 timeout: float = 3.0):
         self.pool = pool
         self.kind = kind
         self.sql = _INSERT.format(table=_TABLES[kind])
