@@ -1,0 +1,9 @@
+-- Shiprocket webhooks stored but not applied yet (still queued, or failing: see error), newest
+-- first, however old. Read-only.
+-- Source: enterprise-systems-guide.md, Monitoring & Health Checks > Webhook Monitoring > View Unprocessed Webhooks.
+-- Replace: nothing; runs as is.
+
+-- Shipping webhooks
+SELECT * FROM shipping_webhooks 
+WHERE processed = false 
+ORDER BY created_at DESC;
