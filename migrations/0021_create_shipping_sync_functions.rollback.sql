@@ -1,0 +1,11 @@
+drop function storeops.record_shipments_polled(uuid[], timestamptz);
+drop function storeops.list_stale_shipments(interval, integer, timestamptz);
+drop function storeops.process_shipping_webhooks(integer, timestamptz);
+drop function storeops.record_shipping_webhook_failure(uuid, text);
+drop function storeops.apply_shipping_webhook(uuid, timestamptz);
+drop function storeops.apply_tracking_event(uuid, jsonb, text, timestamptz);
+drop function storeops.get_tenant_for_awb(text, text);
+drop function storeops_private.parse_order_uuid(text);
+drop function storeops_private.normalize_shiprocket_label(text);
+drop function storeops_private.parse_shiprocket_code(jsonb);
+drop function storeops_private.parse_shiprocket_time(text);

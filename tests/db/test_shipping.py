@@ -1,0 +1,320 @@
+"""Shiprocket tracking applied in SQL: history once, current status, order sync, lookups, retries."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime, timedelta
+
+from _shipping_helpers import (
+    apply_event,
+    history,
+    make_shipment,
+    order_status,
+    set_order_status,
+    shipment_state,
+    store_webhook,
+)
+from fakes.shiprocket_server import scan, webhook_payload
+from support import as_tenant, make_order, make_tenant
+
+# Shiprocket's official sample webhook (reference §6), verbatim.
+SAMPLE = {
+    "awb": "19041424751540", "courier_name": "Delhivery Surface",
+    "current_status": "IN TRANSIT", "current_status_id": 20,
+    "shipment_status": "IN TRANSIT", "shipment_status_id": 18,
+    "current_timestamp": "23 05 2023 11:43:52",
+    "order_id": "1373900_150876814", "sr_order_id": 348456385,
+    "awb_assigned_date": "2023-05-19 11:59:16", "pickup_scheduled_date": "2023-05-19 11:59:17",
+    "etd": "2023-05-23 15:40:19",
+    "scans": [
+        {"date": "2023-05-19 11:59:16", "status": "X-UCI", "activity": "Manifested - Manifest uploaded",
+         "location": "Chomu_SamodRd_D (Rajasthan)", "sr-status": "5", "sr-status-label": "MANIFEST GENERATED"},
+        {"date": "2023-05-19 15:32:17", "status": "X-PPOM", "activity": "In Transit - Shipment picked up",
+         "location": "Chomu_SamodRd_D (Rajasthan)", "sr-status": "42", "sr-status-label": "PICKED UP"},
+        {"date": "2023-05-19 17:19:14", "status": "X-DBL1F", "activity": "In Transit - Added to Bag",
+         "location": "Chomu_SamodRd_D (Rajasthan)", "sr-status": "NA", "sr-status-label": "NA"},
+    ],
+    "is_return": 0, "channel_id": 3422553, "pod_status": "OTP Based Delivery", "pod": "Not Available",
+    "qc_image": "", "qc_failure_reason": "",
+}
+T0 = datetime(2024, 3, 10, 6, 0, tzinfo=UTC)
+
+
+def _setup(conn, awb="19041424751540", order_state="paid", **shipment):
+    tenant = make_tenant(conn)
+    order = make_order(conn, tenant)
+    set_order_status(conn, order, order_state)
+    ship = make_shipment(conn, tenant, order, awb=awb, **shipment)
+    return tenant, order, ship
+
+
+def test_official_sample_is_stored_and_syncs_the_order(conn):
+    tenant, order, ship = _setup(conn)
+    hook = store_webhook(conn, tenant, SAMPLE)
+
+    assert conn.execute("select storeops.process_shipping_webhooks(500)").fetchone()[0] == 1
+    assert conn.execute("select storeops.process_shipping_webhooks(500)").fetchone()[0] == 0
+
+    status, code, terminal, last_event_at = shipment_state(conn, ship)
+    # shipment_status_id (18) decides, not current_status_id (20); "23 05 2023 11:43:52" IST.
+    assert (status, code, terminal) == ("IN TRANSIT", 18, False)
+    assert last_event_at == datetime(2023, 5, 23, 6, 13, 52, tzinfo=UTC)
+    assert order_status(conn, order) == "shipped"
+    rows = history(conn, ship)
+    assert [(r[1], r[2], r[4]) for r in rows] == [
+        ("MANIFEST GENERATED", 5, False), ("PICKED UP", 42, False), ("X-DBL1F", None, False), ("IN TRANSIT", 18, False)]
+    # Scan dates ("YYYY-MM-DD HH:mm:ss") are IST too.
+    assert rows[0][0] == datetime(2023, 5, 19, 6, 29, 16, tzinfo=UTC)
+    processed, error, tenant_id = conn.execute(
+        "select processed, error, tenant_id from storeops.shipping_webhooks where id = %s", (hook,)).fetchone()
+    assert processed and error is None and tenant_id == tenant
+
+
+def test_both_timestamp_formats_give_the_same_instant(conn):
+    tenant, _order, ship = _setup(conn, awb="AWB-FMT")
+    dmy = webhook_payload("AWB-FMT", 18, T0, timestamp_format="dmy")
+    iso = webhook_payload("AWB-FMT", 18, T0, timestamp_format="iso")
+    assert dmy["current_timestamp"] != iso["current_timestamp"]
+    assert apply_event(conn, tenant, dmy) == "applied"
+    # Same event in the other format: nothing new.
+    assert apply_event(conn, tenant, iso) == "duplicate"
+    assert shipment_state(conn, ship)[3] == T0
+    # The status row merges with its own scan (same time, label, place): 2 rows, not 3.
+    assert len(history(conn, ship)) == 2
+
+
+def test_redelivered_event_changes_nothing(conn):
+    tenant, order, ship = _setup(conn, awb="AWB-DUP")
+    payload = webhook_payload("AWB-DUP", 17, T0)
+    assert apply_event(conn, tenant, payload) == "applied"
+    before = (history(conn, ship), shipment_state(conn, ship), order_status(conn, order))
+    assert apply_event(conn, tenant, copy.deepcopy(payload)) == "duplicate"
+    assert (history(conn, ship), shipment_state(conn, ship), order_status(conn, order)) == before
+
+
+def test_late_in_transit_after_delivered_changes_only_history(conn):
+    tenant, order, ship = _setup(conn, awb="AWB-LATE")
+    assert apply_event(conn, tenant, webhook_payload("AWB-LATE", 7, T0)) == "applied"
+    state = shipment_state(conn, ship)
+    assert state[:3] == ("DELIVERED", 7, True)
+    assert order_status(conn, order) == "delivered"
+    rows_before = len(history(conn, ship))
+
+    # A scan from before delivery that arrives late, and one stamped (wrongly) after it.
+    for at in (T0 - timedelta(hours=5), T0 + timedelta(hours=1)):
+        assert apply_event(conn, tenant, webhook_payload("AWB-LATE", 18, at)) == "history"
+    assert shipment_state(conn, ship) == state
+    assert order_status(conn, order) == "delivered"
+    assert len(history(conn, ship)) == rows_before + 4
+
+
+def test_rto_cancels_the_order_and_nothing_brings_it_back(conn):
+    tenant, order, ship = _setup(conn, awb="AWB-RTO")
+    apply_event(conn, tenant, webhook_payload("AWB-RTO", 18, T0))
+    assert order_status(conn, order) == "shipped"
+    apply_event(conn, tenant, webhook_payload("AWB-RTO", 9, T0 + timedelta(days=1)))
+    assert order_status(conn, order) == "cancelled"
+    assert shipment_state(conn, ship)[:3] == ("RTO INITIATED", 9, False)
+    apply_event(conn, tenant, webhook_payload("AWB-RTO", 17, T0 + timedelta(days=2)))
+    apply_event(conn, tenant, webhook_payload("AWB-RTO", 10, T0 + timedelta(days=3)))
+    assert order_status(conn, order) == "cancelled"
+    assert shipment_state(conn, ship)[:3] == ("RTO DELIVERED", 10, True)
+
+
+def test_cancelled_shipment_cancels_a_paid_order(conn):
+    tenant, order, _ship = _setup(conn, awb="AWB-CXL")
+    apply_event(conn, tenant, webhook_payload("AWB-CXL", 8, T0))
+    assert order_status(conn, order) == "cancelled"
+
+
+def test_delivery_of_a_return_does_not_mark_the_order_delivered(conn):
+    tenant, order, ship = _setup(conn, awb="AWB-RET", order_state="shipped")
+    assert apply_event(conn, tenant, webhook_payload("AWB-RET", 7, T0, is_return=True)) == "applied"
+    assert shipment_state(conn, ship)[:2] == ("DELIVERED", 7)
+    assert order_status(conn, order) == "shipped"
+
+
+def test_order_never_moves_backwards_or_out_of_a_terminal_state(conn):
+    tenant, order, _ship = _setup(conn, awb="AWB-FWD", order_state="delivered")
+    apply_event(conn, tenant, webhook_payload("AWB-FWD", 9, T0))
+    assert order_status(conn, order) == "delivered"
+
+    tenant2, order2, _ = _setup(conn, awb="AWB-CAN", order_state="cancelled")
+    apply_event(conn, tenant2, webhook_payload("AWB-CAN", 7, T0))
+    assert order_status(conn, order2) == "cancelled"
+
+    # A pending (e.g. cash on delivery) order goes forward; a manifest alone moves nothing.
+    tenant3, order3, _ = _setup(conn, awb="AWB-COD", order_state="pending")
+    apply_event(conn, tenant3, webhook_payload("AWB-COD", 5, T0))
+    assert order_status(conn, order3) == "pending"
+    apply_event(conn, tenant3, webhook_payload("AWB-COD", 42, T0 + timedelta(hours=1)))
+    assert order_status(conn, order3) == "shipped"
+
+
+def test_unknown_status_code_is_kept_flagged_and_moves_no_order(conn):
+    tenant, order, ship = _setup(conn, awb="AWB-UNK")
+    payload = webhook_payload("AWB-UNK", 999, T0, label="SOMETHING NEW",
+                              scans=[scan(None, T0 - timedelta(hours=1)), {**scan(18, T0), "sr-status": "777"}])
+    hook = store_webhook(conn, tenant, payload)
+    assert conn.execute("select storeops.process_shipping_webhooks()").fetchone()[0] == 1
+    assert conn.execute("select processed from storeops.shipping_webhooks where id = %s", (hook,)).fetchone()[0]
+    rows = {(r[1], r[2]): r[4] for r in history(conn, ship)}
+    assert rows[("SOMETHING NEW", 999)] is True
+    assert rows[("IN TRANSIT", 777)] is True
+    assert order_status(conn, order) == "paid"
+
+
+def test_shipment_found_by_sr_order_id_then_by_order_uuid(conn):
+    tenant = make_tenant(conn)
+    order = make_order(conn, tenant)
+    set_order_status(conn, order, "paid")
+    ship = make_shipment(conn, tenant, order, awb=None, sr_order_id="348456385")
+    apply_event(conn, tenant, webhook_payload("AWB-NEW-1", 6, T0, sr_order_id=348456385))
+    awb, courier = conn.execute(
+        "select awb, courier_name from storeops.shiprocket_shipments where id = %s", (ship,)).fetchone()
+    assert (awb, courier) == ("AWB-NEW-1", "Delhivery Surface")
+    assert order_status(conn, order) == "shipped"
+
+    # No shipment row yet, but the channel order id is our order uuid: the shipment is created.
+    order2 = make_order(conn, tenant)
+    apply_event(conn, tenant, webhook_payload("AWB-NEW-2", 18, T0, sr_order_id=1, order_id=f"{order2}_1"))
+    assert conn.execute("select order_id, status from storeops.shiprocket_shipments where awb = 'AWB-NEW-2'"
+                        ).fetchone() == (order2, "IN TRANSIT")
+    assert order_status(conn, order2) == "shipped"
+
+
+def test_unmatched_webhook_is_kept_with_its_error_and_retried_with_backoff(conn):
+    tenant = make_tenant(conn)
+    hook = store_webhook(conn, tenant, webhook_payload("AWB-NOWHERE", 18, T0, sr_order_id=5, order_id="x"))
+    now = conn.execute("select now()").fetchone()[0]
+    assert conn.execute("select storeops.process_shipping_webhooks(500)").fetchone()[0] == 1
+    processed, error, attempts = conn.execute(
+        "select processed, error, attempts from storeops.shipping_webhooks where id = %s", (hook,)).fetchone()
+    assert not processed and attempts == 1 and "AWB-NOWHERE" in error
+    retry = conn.execute(
+        """select operation_type, attempts, next_retry_at, payload ->> 'webhook_id' from storeops.operation_retry_queue
+           where operation_id = %s""", (hook,)).fetchone()
+    assert retry == ("shipping_webhook", 1, now + timedelta(minutes=5), str(hook))
+    # A retry is not picked up again by the fresh-webhook loop.
+    assert conn.execute("select storeops.process_shipping_webhooks(500)").fetchone()[0] == 0
+
+    # Once the shipment exists, the retry worker's call applies it.
+    order = make_order(conn, tenant)
+    make_shipment(conn, tenant, order, awb="AWB-NOWHERE")
+    assert conn.execute("select storeops.apply_shipping_webhook(%s)", (hook,)).fetchone()[0] == "applied"
+    assert conn.execute("select storeops.apply_shipping_webhook(%s)", (hook,)).fetchone()[0] == "already_processed"
+    assert order_status(conn, order) == "shipped"
+
+
+def test_one_bad_webhook_does_not_block_the_batch(conn):
+    tenant, order, ship = _setup(conn, awb="AWB-OK")
+    store_webhook(conn, tenant, webhook_payload("AWB-MISSING", 18, T0))
+    store_webhook(conn, tenant, webhook_payload("AWB-OK", 18, T0))
+    assert conn.execute("select storeops.process_shipping_webhooks(500)").fetchone()[0] == 2
+    assert shipment_state(conn, ship)[0] == "IN TRANSIT"
+
+
+def test_tenant_is_resolved_by_awb_or_order_reference(conn):
+    tenant, order, _ship = _setup(conn, awb="AWB-T1", sr_order_id="777", channel_order_id="STORE-1001")
+    other = make_tenant(conn, "Other")
+    make_shipment(conn, other, make_order(conn, other), awb="AWB-T2", sr_order_id="888", channel_order_id="STORE-1001")
+    get = "select storeops.get_tenant_for_awb(%s, %s)"
+    assert conn.execute(get, ("AWB-T1", None)).fetchone()[0] == tenant
+    assert conn.execute(get, ("unknown", "777")).fetchone()[0] == tenant
+    assert conn.execute(get, (None, "888")).fetchone()[0] == other
+    assert conn.execute(get, (None, "STORE-1001")).fetchone()[0] is None  # ambiguous: refuse to guess
+    assert conn.execute(get, (None, str(order))).fetchone()[0] == tenant
+    assert conn.execute(get, ("unknown", "nothing")).fetchone()[0] is None
+
+    # A webhook stored without a tenant is applied to the tenant owning the AWB.
+    hook = store_webhook(conn, None, webhook_payload("AWB-T1", 18, T0))
+    conn.execute("select storeops.process_shipping_webhooks()")
+    assert conn.execute("select tenant_id, processed from storeops.shipping_webhooks where id = %s",
+                        (hook,)).fetchone() == (tenant, True)
+
+
+def test_another_tenants_awb_is_not_applied(conn):
+    _tenant, order, _ship = _setup(conn, awb="AWB-MINE")
+    intruder = make_tenant(conn, "Intruder")
+    hook = store_webhook(conn, intruder, webhook_payload("AWB-MINE", 7, T0))
+    conn.execute("select storeops.process_shipping_webhooks()")
+    assert conn.execute("select processed from storeops.shipping_webhooks where id = %s", (hook,)).fetchone()[0] is False
+    assert order_status(conn, order) == "paid"
+
+
+def test_seed_guide_current_status_and_history_queries(conn):
+    tenant, order, ship = _setup(conn, awb="AWB-SEED")
+    path = [(5, "Jaipur"), (42, "Jaipur"), (18, "Delhi Hub"), (38, "Mumbai Hub"), (17, "Andheri"), (7, "Andheri")]
+    scans = []
+    for i, (code, place) in enumerate(path):
+        scans.append(scan(code, T0 + timedelta(hours=i), location=place))
+    # Delivered to us out of order.
+    for i in (2, 0, 5, 1, 4, 3):
+        code = path[i][0]
+        apply_event(conn, tenant, webhook_payload("AWB-SEED", code, T0 + timedelta(hours=i), scans=scans[: i + 1]))
+
+    current = conn.execute(f"""
+SELECT
+  s.*,
+  st.status as current_tracking_status,
+  st.location as current_location,
+  st.timestamp as last_update
+FROM shiprocket_shipments s
+LEFT JOIN LATERAL (
+  SELECT status, location, timestamp
+  FROM shipping_tracking_updates
+  WHERE shipment_id = s.id
+  ORDER BY timestamp DESC
+  LIMIT 1
+) st ON true
+WHERE s.order_id = '{order}';
+""").fetchall()
+    assert len(current) == 1
+    cols = [d.name for d in conn.execute("select * from shiprocket_shipments limit 0").description]
+    row = dict(zip(cols + ["current_tracking_status", "current_location", "last_update"], current[0], strict=True))
+    assert (row["current_tracking_status"], row["current_location"], row["last_update"]) == (
+        "DELIVERED", "Andheri", T0 + timedelta(hours=5))
+    assert row["status"] == "DELIVERED"
+
+    tracking = conn.execute(f"""
+SELECT * FROM shipping_tracking_updates
+WHERE shipment_id = '{ship}'
+ORDER BY timestamp DESC;
+""").fetchall()
+    cols = [d.name for d in conn.execute("select * from shipping_tracking_updates limit 0").description]
+    rows = [dict(zip(cols, r, strict=True)) for r in tracking]
+    # Complete (every scan once; each status row merged with its own scan) and newest first.
+    assert [(r["status"], r["location"]) for r in rows] == [(f"{lbl}", place) for lbl, place in reversed(
+        [("MANIFEST GENERATED", "Jaipur"), ("PICKED UP", "Jaipur"), ("IN TRANSIT", "Delhi Hub"),
+         ("REACHED AT DESTINATION HUB", "Mumbai Hub"), ("OUT FOR DELIVERY", "Andheri"), ("DELIVERED", "Andheri")])]
+    assert [r["timestamp"] for r in rows] == sorted((r["timestamp"] for r in rows), reverse=True)
+
+
+def test_stale_shipments_are_listed_until_polled_or_terminal(conn):
+    tenant, _order, ship = _setup(conn, awb="AWB-STALE")
+    now = conn.execute("select now()").fetchone()[0]
+    stale = "select id from storeops.list_stale_shipments(interval '6 hours', 100, %s) where id = %s"
+    later = now + timedelta(hours=7)
+    assert conn.execute(stale, (now, ship)).fetchall() == []
+    assert conn.execute(stale, (later, ship)).fetchall() == [(ship,)]
+    assert conn.execute("select storeops.record_shipments_polled(%s, %s)", ([ship], later)).fetchone()[0] == 1
+    assert conn.execute(stale, (later + timedelta(hours=1), ship)).fetchall() == []
+    assert conn.execute(stale, (later + timedelta(hours=7), ship)).fetchall() == [(ship,)]
+    apply_event(conn, tenant, webhook_payload("AWB-STALE", 7, now))
+    assert conn.execute(stale, (later + timedelta(days=30), ship)).fetchall() == []
+    # A shipment without an AWB cannot be polled.
+    tenant2 = make_tenant(conn)
+    no_awb = make_shipment(conn, tenant2, make_order(conn, tenant2), awb=None)
+    assert conn.execute(stale, (later + timedelta(days=30), no_awb)).fetchall() == []
+
+
+def test_tenants_read_status_codes_and_only_their_own_history(conn):
+    tenant, _order, ship = _setup(conn, awb="AWB-RLS")
+    other, _o2, other_ship = _setup(conn, awb="AWB-RLS2")
+    apply_event(conn, tenant, webhook_payload("AWB-RLS", 18, T0))
+    apply_event(conn, other, webhook_payload("AWB-RLS2", 18, T0))
+    as_tenant(conn, tenant)
+    assert conn.execute("select label from shiprocket_status_codes where code = 7").fetchone()[0] == "DELIVERED"
+    seen = {r[0] for r in conn.execute("select shipment_id from shipping_tracking_updates")}
+    assert seen == {ship}
+    assert other_ship not in seen

@@ -1,0 +1,1 @@
+"""Local fake servers the integration tests start on loopback."""
