@@ -100,6 +100,7 @@ as $$
 declare
   v_row storeops.operation_retry_queue;
   v_max integer;
+  v_tries integer := 0;
 begin
   if p_operation_type is null or btrim(p_operation_type) = '' then
     raise exception 'schedule_operation_retry: operation_type is required' using errcode = '22004';
@@ -109,14 +110,19 @@ begin
   end if;
   v_max := storeops.get_max_attempts(p_operation_type);
 
-  select * into v_row from storeops.operation_retry_queue
-  where coalesce(tenant_id, '00000000-0000-0000-0000-000000000000'::uuid)
-          = coalesce(p_tenant_id, '00000000-0000-0000-0000-000000000000'::uuid)
-    and operation_type = p_operation_type and operation_id = p_operation_id
-    and status in ('pending', 'processing')
-  for update;
-
-  if not found then
+  -- Either count this call on the live row, or start one. A concurrent caller may insert the live
+  -- row first (unique_violation) or fail it while we wait for its lock (the re-checked row no
+  -- longer matches): both times look again, so no call is ever lost.
+  loop
+    select * into v_row from storeops.operation_retry_queue
+    where coalesce(tenant_id, '00000000-0000-0000-0000-000000000000'::uuid)
+            = coalesce(p_tenant_id, '00000000-0000-0000-0000-000000000000'::uuid)
+      and operation_type = p_operation_type and operation_id = p_operation_id
+      and status in ('pending', 'processing')
+    for update;
+    if found then
+      return storeops_private.record_operation_failure(v_row, p_error, null, p_payload, p_now);
+    end if;
     begin
       insert into storeops.operation_retry_queue
         (tenant_id, operation_type, operation_id, payload, status, attempts, max_attempts,
@@ -128,17 +134,15 @@ begin
       returning * into v_row;
       return v_row;
     exception when unique_violation then
-      -- A concurrent caller inserted the live row first: fall through and count this call on it.
-      select * into v_row from storeops.operation_retry_queue
-      where coalesce(tenant_id, '00000000-0000-0000-0000-000000000000'::uuid)
-              = coalesce(p_tenant_id, '00000000-0000-0000-0000-000000000000'::uuid)
-        and operation_type = p_operation_type and operation_id = p_operation_id
-        and status in ('pending', 'processing')
-      for update;
+      -- Another caller's live row committed first: loop and count this call on it. Under
+      -- REPEATABLE READ that row stays invisible, so give up with a retryable error.
+      v_tries := v_tries + 1;
+      if v_tries >= 3 then
+        raise exception 'schedule_operation_retry: a concurrent call created this operation''s live row; retry the transaction'
+          using errcode = '40001';
+      end if;
     end;
-  end if;
-
-  return storeops_private.record_operation_failure(v_row, p_error, null, p_payload, p_now);
+  end loop;
 end
 $$;
 comment on function storeops.schedule_operation_retry(uuid, text, uuid, jsonb, text, timestamptz) is
@@ -242,31 +246,32 @@ create function storeops.claim_operation_retries(
 ) returns setof storeops.operation_retry_queue
 language sql
 as $$
-  with due as (
-    select id from (
-      (select id, next_retry_at from storeops.operation_retry_queue
-       where status = 'pending' and next_retry_at <= p_now
-         and (p_operation_types is null or operation_type = any (p_operation_types))
-       order by next_retry_at limit p_limit)
-      union all
-      (select id, locked_until from storeops.operation_retry_queue
-       where status = 'processing' and locked_until < p_now
-         and (p_operation_types is null or operation_type = any (p_operation_types))
-       order by locked_until limit p_limit)
-    ) candidates
+  -- SKIP LOCKED sits under each LIMIT, so rows another runner is claiming right now are replaced
+  -- by the next due ones instead of making the queue look empty.
+  with due_pending as materialized (
+    select id, next_retry_at as due_at from storeops.operation_retry_queue
+    where status = 'pending' and next_retry_at <= p_now
+      and (p_operation_types is null or operation_type = any (p_operation_types))
     order by next_retry_at
     limit p_limit
-  ), locked as (
-    select q.id from storeops.operation_retry_queue q
-    where q.id in (select id from due)
-      and ((q.status = 'pending' and q.next_retry_at <= p_now) or (q.status = 'processing' and q.locked_until < p_now))
     for update skip locked
+  ), lease_expired as materialized (
+    select id, locked_until as due_at from storeops.operation_retry_queue
+    where status = 'processing' and locked_until < p_now
+      and (p_operation_types is null or operation_type = any (p_operation_types))
+    order by locked_until
+    limit p_limit
+    for update skip locked
+  ), chosen as (
+    select id from (select * from due_pending union all select * from lease_expired) candidates
+    order by due_at
+    limit p_limit
   )
   update storeops.operation_retry_queue q
   set status = 'processing', locked_by = p_worker, locked_until = p_now + p_lease,
       claim_token = nextval('storeops.operation_claim_token_seq')
-  from locked
-  where q.id = locked.id
+  from chosen
+  where q.id = chosen.id
   returning q.*
 $$;
 comment on function storeops.claim_operation_retries(text, integer, interval, text[], timestamptz) is

@@ -223,6 +223,27 @@ class Cluster:
     def running(self) -> bool:
         return self.pid() is not None
 
+    def _leftover_pids(self) -> list[int]:
+        """Processes working in the data directory (postgres processes chdir there)."""
+        datadir = self.datadir.resolve()
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    if Path(os.readlink(entry / "cwd")) == datadir:
+                        pids.append(int(entry.name))
+        return pids
+
+    def _wait_for_leftovers(self, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while (left := self._leftover_pids()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if left:
+            raise ClusterError(
+                f"processes of a crashed postgres still use {self.datadir} (pids "
+                f"{', '.join(map(str, left))}); stop them and run 'storeops db start' again"
+            )
+
     def start(self, timeout: float = 60) -> bool:
         """Start the cluster (creating it first if needed). Returns False if it was already running."""
         self.init()
@@ -230,7 +251,16 @@ class Cluster:
             return False
         stale = self.datadir / "postmaster.pid"
         if stale.exists():
+            # A crash left its pid file. The dead postmaster's children exit a moment after they
+            # notice; a new postmaster must not start beside them (postgres then refuses, or the
+            # port is still held), so wait for them. Postgres recovers from the crash by itself.
+            self._wait_for_leftovers()
             stale.unlink()
+            # Its socket lock files name the dead pid too; when nobody reaps the dead postmaster
+            # (a container whose pid 1 is not an init) that zombie still "exists" to postgres's check.
+            if self.socket_dir.is_dir():
+                for lock in self.socket_dir.glob(".s.PGSQL.*.lock"):
+                    lock.unlink(missing_ok=True)
         if port_in_use(self.port, self.host):
             raise ClusterError(
                 f"port {self.port} on {self.host} is already in use by another process; "
@@ -238,6 +268,7 @@ class Cluster:
             )
         self._write_config()
         self._prepare_dir(self.socket_dir)
+        log_offset = self.logfile.stat().st_size if self.logfile.exists() else 0
         result = self._run(
             [
                 str(self.bindir / "pg_ctl"),
@@ -250,12 +281,23 @@ class Cluster:
             timeout=timeout + 10,
         )
         if result.returncode != 0:
-            tail = ""
-            with contextlib.suppress(OSError):
-                tail = self.logfile.read_text().strip().splitlines()[-1]
-            raise ClusterError(f"postgres did not start: {tail or result.stderr.strip()}")
+            raise ClusterError(f"postgres did not start: {self._start_failure(log_offset) or result.stderr.strip()}")
         self.ensure_database(self.dbname)
         return True
+
+    def _start_failure(self, log_offset: int) -> str:
+        """Why this start failed: the first FATAL line (and its HINT) it logged, else its last line."""
+        lines: list[str] = []
+        with contextlib.suppress(OSError), self.logfile.open(errors="replace") as fh:
+            fh.seek(log_offset)
+            lines = [line.strip() for line in fh.read().splitlines() if line.strip()]
+        for i, line in enumerate(lines):
+            if "FATAL:" in line:
+                reason = line.split("FATAL:", 1)[1].strip()
+                if i + 1 < len(lines) and "HINT:" in lines[i + 1]:
+                    reason += " (" + lines[i + 1].split("HINT:", 1)[1].strip() + ")"
+                return f"{reason}; see {self.logfile}"
+        return lines[-1] if lines else ""
 
     def stop(self, mode: str = "fast") -> bool:
         """Stop the cluster. Returns False if it was not running."""

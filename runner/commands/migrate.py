@@ -16,6 +16,10 @@ def register(sub) -> None:
 
 def cmd_migrate(args) -> int:
     url = resolve_database_url()
+    if not url.startswith(("postgresql://", "postgres://")):
+        from runner.cli import UserError
+
+        raise UserError(f"DATABASE_URL must be a postgresql://user@host:port/dbname URL, got {url!r}")
     if args.status:
         st = migrate.state(url)
         for mid in st.applied:

@@ -14,7 +14,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import psycopg
-import pytest
 from runner_proc import ROOT, RunnerProcess
 
 from runner.cluster import free_port
