@@ -94,6 +94,8 @@ async def create_refund(request: Request) -> Response:
         try:
             result = await payments.create_refund(ctx.pool, client, str(tenant_id), str(order_id), amount_paise,
                                                   reason, key)
+        except payments.RefundRejected as exc:
+            raise BadRequest(exc.http_status, str(exc)) from exc
         except psycopg.Error as exc:
             if is_unavailable(exc):
                 return _error(request, 503, "database unavailable, retry later")
@@ -102,7 +104,13 @@ async def create_refund(request: Request) -> Response:
         return _error(request, exc.status, str(exc))
     except BadRequest as exc:
         return _error(request, exc.status, str(exc))
-    status = 201 if result.get("status") != "failed" else 502
+    # 201: Razorpay has the refund; 202: recorded and queued for retry; 502: Razorpay refused it.
+    if result.get("status") == "failed":
+        status = 502
+    elif result.get("razorpay_refund_id"):
+        status = 201
+    else:
+        status = 202
     return Response(orjson.dumps(result, default=str), status_code=status, media_type="application/json")
 
 

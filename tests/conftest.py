@@ -125,3 +125,18 @@ def empty_db(postgresql_noproc) -> str:
         yield _cluster.url(name)
 
 
+
+
+@pytest.fixture(scope="module")
+def module_db(postgresql_noproc) -> str:
+    """URL of a database cloned from the migrated template, shared by one test module (for tests
+    that drive a long-lived runner process)."""
+    name = f"storeops_m_{uuid.uuid4().hex[:10]}"
+    janitor = DatabaseJanitor(
+        user="postgres", host=_cluster.host, port=_cluster.port, dbname=name,
+        template_dbname=postgresql_noproc.template_dbname,
+    )
+    with janitor:
+        url = _cluster.url(name)
+        _configure(url)
+        yield url

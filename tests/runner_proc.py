@@ -18,7 +18,7 @@ from runner.cluster import free_port
 ROOT = Path(__file__).resolve().parent.parent
 WEBHOOK_SECRET = "whsec_test_platform"
 SHIPROCKET_TOKEN = "sr-token-platform"
-JWT_SECRET = "jwt-test-secret"
+JWT_SECRET = "jwt-test-secret-0123456789abcdef0123456789"
 
 
 def sign(body: bytes, secret: str = WEBHOOK_SECRET) -> str:
