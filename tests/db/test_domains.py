@@ -1,0 +1,180 @@
+"""Domain verification state machine in SQL: record_domain_verification, record_ssl_check,
+list_domains_due_for_recheck, and the seed guide's queries."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+from support import as_tenant, make_tenant
+
+T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+QUERY = [{"name": "_storeops-verification.shop.example.in", "type": "TXT", "answers": [], "rcode": "NXDOMAIN",
+          "ttl": None, "resolver": "127.0.0.1:5353", "elapsed_ms": 1.2}]
+
+
+def make_domain(c, tenant, domain="shop.example.in", status="pending"):
+    return c.execute(
+        "insert into storeops.custom_domains (tenant_id, domain, status) values (%s, %s, %s) returning id",
+        (tenant, domain, status)).fetchone()[0]
+
+
+def record(c, domain_id, success, definitive=True, error=None, at=T0):
+    return c.execute(
+        """select status, verification_attempts, consecutive_failures, last_verification_error,
+                  last_verified_at, last_checked_at
+           from storeops.record_domain_verification(%s, %s, %s, %s, %s, 7, %s)""",
+        (domain_id, success, definitive, error, Jsonb(QUERY), at)).fetchone()
+
+
+def retry_row(c, domain_id):
+    return c.execute(
+        """select status, attempts, next_retry_at, payload from storeops.operation_retry_queue
+           where operation_type = 'domain_verify' and operation_id = %s order by created_at desc limit 1""",
+        (domain_id,)).fetchone()
+
+
+@pytest.fixture
+def tenant(conn):
+    return make_tenant(conn)
+
+
+def test_success_verifies_and_logs_the_attempt(conn, tenant):
+    d = make_domain(conn, tenant)
+    status, attempts, failures, error, verified_at, checked_at = record(conn, d, True)
+    assert (status, attempts, failures, error) == ("verified", 1, 0, None)
+    assert verified_at == checked_at == T0
+    # The seed guide's history query, verbatim.
+    logs = conn.execute(f"SELECT * FROM domain_verification_logs WHERE domain_id = '{d}' ORDER BY verified_at DESC")
+    rows = logs.fetchall()
+    cols = [col.name for col in logs.description]
+    log = dict(zip(cols, rows[0], strict=True))
+    assert len(rows) == 1 and log["success"] is True and log["tenant_id"] == tenant
+    assert log["dns_records"] == QUERY and log["duration_ms"] == 7 and log["verified_at"] == T0
+
+
+def test_failures_of_a_new_domain_are_retried_5_10_20_40_80_minutes_then_failed(conn, tenant):
+    d = make_domain(conn, tenant)
+    now = T0
+    for n, minutes in enumerate([5, 10, 20, 40, 80], start=1):
+        status, attempts, failures, error, _, _ = record(conn, d, False, True, "NXDOMAIN for shop.example.in", now)
+        assert (status, attempts, error) == ("pending", n, "NXDOMAIN for shop.example.in")
+        q_status, q_attempts, next_at, payload = retry_row(conn, d)
+        assert (q_status, q_attempts, next_at) == ("pending", n, now + timedelta(minutes=minutes))
+        assert payload["domain_id"] == str(d)
+        now = next_at
+    status, attempts, *_ = record(conn, d, False, True, "NXDOMAIN for shop.example.in", now)
+    assert status == "failed" and attempts == 6
+    assert retry_row(conn, d)[0] == "failed"
+    # The runbook's queue check sees the domain's retry row.
+    rows = conn.execute("SELECT * FROM operation_retry_queue WHERE operation_type = 'domain_verify'").fetchall()
+    assert len(rows) == 1
+    assert conn.execute("select count(*) from domain_verification_logs where domain_id = %s", (d,)).fetchone()[0] == 6
+
+
+def test_success_after_failures_completes_the_live_retry(conn, tenant):
+    d = make_domain(conn, tenant)
+    record(conn, d, False, True, "no TXT record at _storeops-verification.shop.example.in")
+    assert retry_row(conn, d)[0] == "pending"
+    status, attempts, failures, error, *_ = record(conn, d, True, at=T0 + timedelta(minutes=5))
+    assert (status, attempts, failures, error) == ("verified", 2, 0, None)
+    assert retry_row(conn, d)[0] == "completed"
+    assert conn.execute("select count(*) from get_pending_retries(100) where operation_id = %s", (d,)).fetchone()[0] == 0
+
+
+def test_verified_domain_goes_at_risk_after_two_definitive_failures(conn, tenant):
+    d = make_domain(conn, tenant)
+    record(conn, d, True)
+    first = record(conn, d, False, True, "CNAME points to old.host.in, expected stores.storeops.in", T0 + timedelta(hours=6))
+    assert first[0] == "verified" and first[2] == 1
+    second = record(conn, d, False, True, "CNAME points to old.host.in, expected stores.storeops.in", T0 + timedelta(hours=7))
+    assert second[0] == "at_risk" and second[2] == 2
+    assert second[4] == T0  # last_verified_at keeps the last success
+    # Records come back: verified again, counter reset.
+    back = record(conn, d, True, at=T0 + timedelta(hours=8))
+    assert back[0] == "verified" and back[2] == 0
+
+
+def test_timeouts_and_servfail_never_flag_a_verified_domain_but_are_retried(conn, tenant):
+    d = make_domain(conn, tenant)
+    record(conn, d, True)
+    for i in range(1, 7):
+        row = record(conn, d, False, False, "timeout at 127.0.0.1:5353 asking for TXT x", T0 + timedelta(hours=i))
+        assert row[0] == "verified" and row[2] == 0
+    assert retry_row(conn, d)[0] == "failed"  # retries used up, still verified
+    # A definitive failure between transient ones counts; the transient ones neither count nor reset.
+    record(conn, d, False, True, "NXDOMAIN for shop.example.in", T0 + timedelta(hours=8))
+    record(conn, d, False, False, "SERVFAIL from 127.0.0.1:5353 for TXT x", T0 + timedelta(hours=9))
+    row = record(conn, d, False, True, "NXDOMAIN for shop.example.in", T0 + timedelta(hours=10))
+    assert row[0] == "at_risk"
+
+
+def test_failure_log_keeps_the_error_and_definitive_flag(conn, tenant):
+    d = make_domain(conn, tenant)
+    record(conn, d, False, False, "timeout at 10.0.0.1:53 asking for TXT x")
+    success, definitive, error = conn.execute(
+        "select success, definitive, error from domain_verification_logs where domain_id = %s", (d,)).fetchone()
+    assert (success, definitive, error) == (False, False, "timeout at 10.0.0.1:53 asking for TXT x")
+
+
+def test_unknown_domain_is_an_error(conn):
+    with pytest.raises(psycopg.errors.NoDataFound, match="does not exist"):
+        conn.execute("select storeops.record_domain_verification(gen_random_uuid(), true, true, null, '[]')")
+
+
+def test_tenant_sees_only_its_own_logs(conn, tenant):
+    other = make_tenant(conn, "Other")
+    mine, theirs = make_domain(conn, tenant, "a.example.in"), make_domain(conn, other, "b.example.in")
+    record(conn, mine, True)
+    record(conn, theirs, True)
+    as_tenant(conn, tenant)
+    seen = {r[0] for r in conn.execute("select domain_id from storeops.domain_verification_logs")}
+    assert seen == {mine}
+
+
+def test_recheck_lists_auto_verify_and_stale_verified_domains(conn, tenant):
+    fresh = make_domain(conn, tenant, "fresh.example.in")
+    stale = make_domain(conn, tenant, "stale.example.in")
+    auto = make_domain(conn, tenant, "auto.example.in")
+    queued = make_domain(conn, tenant, "queued.example.in")
+    plain = make_domain(conn, tenant, "plain.example.in")  # pending, not auto_verify: left to its owner
+    record(conn, fresh, True, at=T0 + timedelta(hours=5))
+    record(conn, stale, True, at=T0 - timedelta(hours=1))
+    conn.execute(f"UPDATE custom_domains SET auto_verify = true WHERE id = '{auto}'")  # the seed's statement
+    conn.execute(f"UPDATE custom_domains SET auto_verify = true WHERE id = '{queued}'")
+    record(conn, queued, False, True, "NXDOMAIN for queued.example.in", T0)  # on the retry schedule now
+    due = [r[0] for r in conn.execute(
+        "select domain from storeops.list_domains_due_for_recheck(interval '6 hours', 100, %s)",
+        (T0 + timedelta(hours=6),))]
+    assert due == ["auto.example.in", "stale.example.in"]
+    assert plain not in due
+    limited = conn.execute("select count(*) from storeops.list_domains_due_for_recheck('6 hours', 1, %s)",
+                           (T0 + timedelta(hours=6),)).fetchone()[0]
+    assert limited == 1
+
+
+@pytest.mark.parametrize(("status", "expires_in", "expected"), [
+    ("active", timedelta(days=90), "active"),
+    ("active", timedelta(days=20), "expiring"),
+    ("expiring", timedelta(days=-1), "expired"),
+])
+def test_ssl_status_follows_the_expiry(conn, tenant, status, expires_in, expected):
+    d = make_domain(conn, tenant)
+    row = conn.execute(
+        "select ssl_status, ssl_expires_at, ssl_issuer, ssl_error, ssl_checked_at from storeops.record_ssl_check(%s, %s, %s, %s, null, %s)",
+        (d, status, T0 + expires_in, "Let's Encrypt / R11", T0)).fetchone()
+    assert row[0] == expected and row[1] == T0 + expires_in and row[2] == "Let's Encrypt / R11" and row[4] == T0
+    assert (row[3] is None) == (expected != "expired")
+
+
+def test_ssl_failure_keeps_the_last_known_certificate_and_the_reason(conn, tenant):
+    d = make_domain(conn, tenant)
+    conn.execute("select storeops.record_ssl_check(%s, 'active', %s, 'R11', null, %s)", (d, T0 + timedelta(days=60), T0))
+    row = conn.execute(
+        "select ssl_status, ssl_expires_at, ssl_issuer, ssl_error from storeops.record_ssl_check(%s, 'failed', null, null, %s, %s)",
+        (d, "connection refused by shop.example.in:443", T0)).fetchone()
+    assert row == ("failed", T0 + timedelta(days=60), "R11", "connection refused by shop.example.in:443")
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="not one of"):
+        conn.execute("select storeops.record_ssl_check(%s, 'great', null, null, null)", (d,))

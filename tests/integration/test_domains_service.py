@@ -1,0 +1,111 @@
+"""runner.domains end to end: a real database, Knot on loopback and a local TLS server."""
+
+from __future__ import annotations
+
+import uuid
+
+import fakes.dns_servers as fake_dns
+import fakes.tls_server as fake_tls
+import psycopg
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from runner.config import Settings
+from runner.domains import check_ssl_and_record, recheck_due, verify_and_record
+
+knot, tls_ca, tls_site = fake_dns.knot, fake_tls.tls_ca, fake_tls.tls_site  # fixtures
+
+PLATFORM = "stores.platform.test"
+
+
+@pytest.fixture
+async def pool(fresh_db):
+    async with AsyncConnectionPool(fresh_db, min_size=1, max_size=4, open=False) as p:
+        yield p
+
+
+@pytest.fixture
+def settings(knot):
+    return Settings(dns_nameservers=[knot.address], platform_cname=PLATFORM,
+                    platform_addresses=["192.0.2.10"], dns_timeout=2.0)
+
+
+@pytest.fixture
+def domain(fresh_db):
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        tenant = c.execute("insert into storeops.tenants (name) values ('Kirana') returning id").fetchone()[0]
+        row = c.execute("insert into storeops.custom_domains (tenant_id, domain) values (%s, 'www.shop.test') "
+                        "returning id, verification_token", (tenant,)).fetchone()
+    return {"tenant_id": tenant, "id": row[0], "token": row[1]}
+
+
+def logs(url, domain_id):
+    with psycopg.connect(url) as c:
+        return c.execute("select success, error, dns_records from domain_verification_logs "
+                         "where domain_id = %s order by verified_at", (domain_id,)).fetchall()
+
+
+async def test_failed_then_fixed_verification_is_logged_retried_and_verified(pool, settings, knot, domain, fresh_db):
+    knot.set_zone("shop.test", [f"www CNAME {PLATFORM}."])
+    first = await verify_and_record(pool, settings, domain["id"], domain["tenant_id"], domain="WWW.Shop.test")
+    assert first["success"] is False and first["status"] == "pending"
+    assert first["error"].startswith("NXDOMAIN for _storeops-verification.www.shop.test")
+    assert first["next_retry_at"] is not None
+    assert first["expected"]["txt_name"] == "_storeops-verification.www.shop.test"
+    assert first["expected"]["txt_value"] == domain["token"]
+
+    knot.set_zone("shop.test", [f"www CNAME {PLATFORM}.", f'_storeops-verification.www TXT "{domain["token"]}"'])
+    second = await verify_and_record(pool, settings, domain["id"])
+    assert second["success"] is True and second["status"] == "verified" and second["next_retry_at"] is None
+    assert second["verification_attempts"] == 2
+
+    history = logs(fresh_db, domain["id"])
+    assert [h[0] for h in history] == [False, True]
+    txt = next(q for q in history[0][2] if q["type"] == "TXT")
+    assert txt["rcode"] == "NXDOMAIN" and txt["resolver"] == knot.address
+    with psycopg.connect(fresh_db) as c:
+        assert c.execute("select status from operation_retry_queue where operation_id = %s",
+                         (domain["id"],)).fetchone()[0] == "completed"
+
+
+async def test_other_tenants_and_unknown_domains_are_not_found(pool, settings, domain):
+    with pytest.raises(LookupError, match="not found for this tenant"):
+        await verify_and_record(pool, settings, domain["id"], uuid.uuid4())
+    with pytest.raises(LookupError, match="not found"):
+        await verify_and_record(pool, settings, uuid.uuid4())
+    with pytest.raises(LookupError, match="is www.shop.test, not evil.test"):
+        await verify_and_record(pool, settings, domain["id"], domain="evil.test")
+
+
+async def test_recheck_demotes_a_domain_whose_records_are_gone(pool, settings, knot, domain, fresh_db):
+    knot.set_zone("shop.test", [f"www CNAME {PLATFORM}.", f'_storeops-verification.www TXT "{domain["token"]}"'])
+    assert (await verify_and_record(pool, settings, domain["id"]))["status"] == "verified"
+    knot.set_zone("shop.test", ["www CNAME parked.chain.test."])
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute("update custom_domains set last_checked_at = now() - interval '7 hours' where id = %s", (domain["id"],))
+    assert await recheck_due(pool, settings) == 1
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        status, failures, error = c.execute(
+            "select status, consecutive_failures, last_verification_error from custom_domains where id = %s",
+            (domain["id"],)).fetchone()
+        assert (status, failures) == ("verified", 1)
+        assert "CNAME points to parked.chain.test, expected stores.platform.test" in error
+    # The first definitive failure queued a retry; the retry worker's second check flags it.
+    second = await verify_and_record(pool, settings, domain["id"])
+    assert second["status"] == "at_risk"
+    assert await recheck_due(pool, settings) == 0  # a queued retry is not double-checked
+
+
+async def test_ssl_check_records_status_issuer_and_expiry(pool, settings, domain, tls_site, fresh_db):
+    site = tls_site("www.shop.test", "expiring")
+    result = await check_ssl_and_record(pool, settings, domain["id"], port=site.port, connect_host="127.0.0.1",
+                                        ca_file=site.ca_file)
+    assert result["ssl_status"] == "expiring" and result["hostname_matches"] is True
+    assert "storeops test CA" in result["ssl_issuer"]
+    wrong = tls_site("www.shop.test", "wrong_hostname")
+    result = await check_ssl_and_record(pool, settings, domain["id"], port=wrong.port, connect_host="127.0.0.1",
+                                        ca_file=wrong.ca_file)
+    assert result["ssl_status"] == "failed" and "hostname mismatch" in result["ssl_error"]
+    with psycopg.connect(fresh_db) as c:
+        assert c.execute("select ssl_status, ssl_error is not null from custom_domains where id = %s",
+                         (domain["id"],)).fetchone() == ("failed", True)
