@@ -8,6 +8,7 @@
 | reconciliation_review | 1 day | open reconciliations older than a day raise an alert |
 | cleanup_webhooks | 7 days | processed webhooks older than 90 days, deleted in batches |
 | domain_recheck | 1 hour | auto_verify and verified domains due for a re-check |
+| ssl_checks | 1 day | TLS certificate of each verified domain: issuer, expiry, hostname match |
 | shipment_poll | 1 hour | shipments without an update for 6 hours, via the tracking API |
 | payment_recovery | 1 hour | Razorpay payments of the last 25 hours that never arrived as webhooks |
 """
@@ -72,6 +73,26 @@ async def _domain_recheck(ctx, worker) -> object:
     return await domains.recheck_due(ctx.pool, ctx.settings)
 
 
+async def _ssl_checks(ctx, worker) -> object:
+    """TLS handshake (SNI) to each verified domain not checked for a day: issuer, expiry, name match."""
+    from runner import domains
+
+    async with ctx.pool.connection() as conn:
+        rows = await (await conn.execute(
+            """select id from storeops.custom_domains
+               where status in ('verified', 'at_risk') and (ssl_checked_at is null or ssl_checked_at < now() - interval '1 day')
+               order by ssl_checked_at nulls first limit 500""")).fetchall()
+    gate = asyncio.Semaphore(20)
+
+    async def one(domain_id) -> None:
+        async with gate:
+            with contextlib.suppress(LookupError):
+                await domains.check_ssl_and_record(ctx.pool, ctx.settings, str(domain_id))
+
+    await asyncio.gather(*(one(r[0]) for r in rows))
+    return len(rows)
+
+
 async def _shipment_poll(ctx, worker) -> object:
     from runner import shipping
 
@@ -95,6 +116,7 @@ JOBS = [
     Job("reconciliation_review", 86400, _recon_review),
     Job("cleanup_webhooks", 7 * 86400, _cleanup),
     Job("domain_recheck", 3600, _domain_recheck),
+    Job("ssl_checks", 86400, _ssl_checks),
     Job("shipment_poll", 3600, _shipment_poll),
     Job("payment_recovery", 3600, _payment_recovery),
 ]
