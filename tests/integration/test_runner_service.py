@@ -145,3 +145,45 @@ def test_sigkilled_runner_claims_come_back_after_the_lease(fresh_db, tmp_path):
             slow.close()
             fast.close()
     assert len(fast.posts) == 5
+
+
+def test_sigterm_under_load_exits_in_time_and_keeps_every_acknowledged_webhook(fresh_db, tmp_path):
+    from runner_proc import SHIPROCKET_TOKEN
+
+    runner = RunnerProcess(fresh_db, log_path=tmp_path / "runner.log",
+                           env={"STOREOPS_RATE_LIMIT_SOURCE": "0"}).start()
+    acked: list[str] = []
+    refused: list[int] = []
+    stop = threading.Event()
+
+    def sender(offset: int) -> None:
+        i = 0
+        with httpx.Client(base_url=runner.base_url, timeout=5) as client:
+            while not stop.is_set() and i < 5000:
+                awb = f"SIGTERM{offset}-{i}"
+                body = json.dumps({"awb": awb, "shipment_status_id": 18, "shipment_status": "IN TRANSIT",
+                                   "current_status": "IN TRANSIT", "current_timestamp": "23 05 2023 11:43:52",
+                                   "scans": []}).encode()
+                try:
+                    r = client.post("/functions/v1/shipping-webhook", content=body,
+                                    headers={"x-api-key": SHIPROCKET_TOKEN})
+                except httpx.HTTPError:
+                    refused.append(0)
+                else:
+                    (acked.append(awb) if r.status_code == 200 else refused.append(r.status_code))
+                i += 1
+
+    threads = [threading.Thread(target=sender, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(1.5)
+    code, took = runner.stop(signal.SIGTERM)
+    stop.set()
+    for t in threads:
+        t.join(10)
+    assert code == 0, runner.output()[-2000:]
+    assert took < 10
+    assert len(acked) > 50
+    with psycopg.connect(fresh_db) as c:
+        stored = {r[0] for r in c.execute("select payload->>'awb' from storeops.shipping_webhooks").fetchall()}
+    assert set(acked) <= stored
