@@ -55,17 +55,25 @@ declare
   v_claims jsonb;
   v_tenant text;
 begin
-  v_claims := nullif(nullif(current_setting('request.jwt.claims', true), ''), 'null')::jsonb;
+  begin
+    v_claims := nullif(nullif(current_setting('request.jwt.claims', true), ''), 'null')::jsonb;
+  exception
+    when invalid_text_representation then
+      raise exception 'request.jwt.claims is not valid JSON' using errcode = '22P02',
+        hint = 'set request.jwt.claims to a JSON object such as {"tenant_id": "<uuid>"}';
+  end;
   v_tenant := coalesce(
     v_claims ->> 'tenant_id',
     v_claims -> 'app_metadata' ->> 'tenant_id',
     nullif(current_setting('storeops.tenant_id', true), '')
   );
-  return v_tenant::uuid;
-exception
-  when invalid_text_representation then
-    raise exception 'tenant_id % in the request claims is not a uuid', v_tenant
-      using errcode = '22P02', hint = 'set request.jwt.claims or storeops.tenant_id to a tenant uuid';
+  begin
+    return v_tenant::uuid;
+  exception
+    when invalid_text_representation then
+      raise exception 'tenant_id % in the request claims is not a uuid', v_tenant
+        using errcode = '22P02', hint = 'set request.jwt.claims or storeops.tenant_id to a tenant uuid';
+  end;
 end
 $$;
 comment on function storeops.current_tenant_id() is

@@ -244,8 +244,22 @@ create function storeops.claim_operation_retries(
   p_operation_types text[] default null,
   p_now timestamptz default now()
 ) returns setof storeops.operation_retry_queue
-language sql
+language plpgsql
 as $$
+begin
+  if p_worker is null or btrim(p_worker) = '' then
+    raise exception 'claim_operation_retries: a worker name is required (release_operation_retries gives back by it)'
+      using errcode = '22004';
+  end if;
+  if p_limit is null or p_limit < 1 then
+    raise exception 'claim_operation_retries: limit must not be negative or zero, got %', coalesce(p_limit::text, 'NULL')
+      using errcode = '22023';
+  end if;
+  if p_lease is null or p_lease <= interval '0' then
+    raise exception 'claim_operation_retries: the lease must be a positive interval, got %', coalesce(p_lease::text, 'NULL')
+      using errcode = '22023';
+  end if;
+  return query
   -- SKIP LOCKED sits under each LIMIT, so rows another runner is claiming right now are replaced
   -- by the next due ones instead of making the queue look empty.
   with due_pending as materialized (
@@ -272,7 +286,8 @@ as $$
       claim_token = nextval('storeops.operation_claim_token_seq')
   from chosen
   where q.id = chosen.id
-  returning q.*
+  returning q.*;
+end
 $$;
 comment on function storeops.claim_operation_retries(text, integer, interval, text[], timestamptz) is
   'Claims up to p_limit due rows (FOR UPDATE SKIP LOCKED) under a lease; an expired lease is claimable again. Returns rows with their claim_token.';

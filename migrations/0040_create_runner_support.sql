@@ -82,8 +82,16 @@ create trigger payment_reconciliation_alert_mismatch after insert or update of s
 create function storeops.claim_alerts(p_worker text, p_limit integer default 50, p_lease interval default interval '1 minute',
                                       p_now timestamptz default now())
 returns setof storeops.alerts
-language sql
+language plpgsql
 as $$
+begin
+  if p_worker is null or btrim(p_worker) = '' then
+    raise exception 'claim_alerts: a worker name is required' using errcode = '22004';
+  end if;
+  if p_limit is null or p_limit < 1 or p_lease is null or p_lease <= interval '0' then
+    raise exception 'claim_alerts: limit must not be negative or zero, and the lease must be a positive interval' using errcode = '22023';
+  end if;
+  return query
   update storeops.alerts a
   set claimed_by = p_worker, claimed_until = p_now + p_lease
   where a.id in (
@@ -92,7 +100,8 @@ as $$
     order by created_at
     limit p_limit
     for update skip locked)
-  returning a.*
+  returning a.*;
+end
 $$;
 comment on function storeops.claim_alerts(text, integer, interval, timestamptz) is
   'Claims undelivered alerts for one runner (lease; an expired one is claimable again).';
@@ -167,6 +176,14 @@ as $$
 declare
   v_count integer;
 begin
+  if p_older_than is null or p_older_than < interval '0' then
+    raise exception 'delete_processed_webhooks: the age must be a non-negative interval, got %',
+      coalesce(p_older_than::text, 'NULL') using errcode = '22023';
+  end if;
+  if p_limit is null or p_limit < 1 then
+    raise exception 'delete_processed_webhooks: limit must not be negative or zero, got %', coalesce(p_limit::text, 'NULL')
+      using errcode = '22023';
+  end if;
   if p_table = 'payment_webhooks' then
     delete from storeops.payment_webhooks w using (
       select id from storeops.payment_webhooks

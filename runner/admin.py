@@ -19,6 +19,10 @@ from runner.intake import BodyTooLarge, read_body
 log = logging.getLogger("storeops.admin")
 
 
+# A refund above this (₹10 lakh crore) is garbage, and beyond bigint paise it cannot even be stored.
+MAX_REFUND_PAISE = 10**17
+
+
 class BadRequest(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
@@ -84,13 +88,19 @@ async def create_refund(request: Request) -> Response:
             amount_paise = razorpay.amount_to_paise(data["amount"])
         except (ValueError, TypeError, decimal.InvalidOperation) as exc:
             raise BadRequest(400, f"\"amount\": {exc}") from exc
+        if amount_paise > MAX_REFUND_PAISE:
+            raise BadRequest(400, f"\"amount\" is larger than any order can be ({MAX_REFUND_PAISE // 100} at most)")
         reason = data.get("reason")
-        if reason is not None and not isinstance(reason, str):
-            raise BadRequest(400, "\"reason\" must be a string")
+        if reason is not None and (not isinstance(reason, str) or "\x00" in reason or len(reason) > 1000):
+            raise BadRequest(400, "\"reason\" must be a string of at most 1000 characters, without NUL")
         key = request.headers.get("idempotency-key") or data.get("idempotency_key")
-        if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= 200):
-            raise BadRequest(400, "idempotency key must be a string of 1 to 200 characters")
-        client = await _razorpay_client_for(ctx, str(tenant_id))
+        if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= 200 or "\x00" in key):
+            raise BadRequest(400, "idempotency key must be a string of 1 to 200 characters, without NUL")
+        try:
+            client = await _razorpay_client_for(ctx, str(tenant_id))
+        except ValueError as exc:
+            return _error(request, 503, f"refunds disabled: {exc} (set RAZORPAY_KEY_ID and RAZORPAY_KEY_SECRET, "
+                                        "or the tenant's razorpay_api secret)")
         try:
             result = await payments.create_refund(ctx.pool, client, str(tenant_id), str(order_id), amount_paise,
                                                   reason, key)

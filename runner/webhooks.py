@@ -17,6 +17,7 @@ import time
 import uuid
 
 import orjson
+import psycopg
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -67,6 +68,8 @@ def _path_tenant(request: Request) -> str | None:
 
 
 def _rate_limit(request: Request, key: str, limiter) -> None:
+    if limiter.rate <= 0:  # turned off (0): nothing to check
+        return
     wait = limiter.check(key)
     if wait > 0:
         retry = max(1, int(wait + 0.999))
@@ -88,6 +91,33 @@ def _razorpay_order_id(payload: dict) -> str | None:
     return None
 
 
+_COUNTERS: dict[tuple[bool, str, str], object] = {}
+_LATENCY: dict[str, object] = {}
+
+
+def _counter(is_new: bool, provider: str, webhook_type: str):
+    """The labelled counter child, looked up once per (outcome, provider, type) instead of per request."""
+    key = (is_new, provider, webhook_type)
+    child = _COUNTERS.get(key)
+    if child is None:
+        child = (metrics.WEBHOOKS_RECEIVED if is_new else metrics.WEBHOOKS_DUPLICATE).labels(provider, webhook_type[:64])
+        if len(_COUNTERS) < 10_000:
+            _COUNTERS[key] = child
+    return child
+
+
+def _latency(provider: str):
+    child = _LATENCY.get(provider)
+    if child is None:
+        child = _LATENCY[provider] = metrics.INGEST_LATENCY.labels(provider)
+    return child
+
+
+def _ok(content: dict) -> Response:
+    """The same bytes and headers as JSONResponse(content), serialised by orjson."""
+    return Response(orjson.dumps(content), media_type="application/json")
+
+
 async def _store(request: Request, provider: str, kind: str, tenant_id: str | None, event_id: str,
                  webhook_type: str, body: bytes, started: float) -> bool:
     app_state = request.app.state
@@ -97,10 +127,12 @@ async def _store(request: Request, provider: str, kind: str, tenant_id: str | No
         if is_unavailable(exc) or isinstance(exc, TimeoutError):
             raise Rejected(503, "database_unavailable", "storage unavailable, retry later",
                            headers={"Retry-After": "5"}) from exc
+        if isinstance(exc, psycopg.DataError):  # e.g. a number jsonb cannot hold (1e-20000)
+            detail = exc.diag.message_primary or str(exc).splitlines()[0]
+            raise Rejected(400, "malformed", f"body has a value that cannot be stored: {detail}") from exc
         raise
-    labels = (provider, webhook_type[:64])
-    (metrics.WEBHOOKS_RECEIVED if is_new else metrics.WEBHOOKS_DUPLICATE).labels(*labels).inc()
-    metrics.INGEST_LATENCY.labels(provider).observe(time.perf_counter() - started)
+    _counter(is_new, provider, webhook_type).inc()
+    _latency(provider).observe(time.perf_counter() - started)
     log.info("webhook stored" if is_new else "webhook duplicate", extra={
         "provider": provider, "event_id": event_id, "type": webhook_type, "tenant_id": tenant_id,
         "request_id": request.state.request_id,
@@ -160,7 +192,7 @@ async def razorpay_webhook(request: Request) -> Response:
         is_new = await _store(request, "razorpay", "payment", tenant_id, event_id, event, body, started)
     except Rejected as exc:
         return _reject("razorpay", request, exc)
-    return JSONResponse({"status": "ok" if is_new else "duplicate", "event_id": event_id})
+    return _ok({"status": "ok" if is_new else "duplicate", "event_id": event_id})
 
 
 async def shiprocket_webhook(request: Request) -> Response:
@@ -182,7 +214,7 @@ async def shiprocket_webhook(request: Request) -> Response:
         try:
             event_id = shiprocket.event_key(payload)
             webhook_type = shiprocket.webhook_type(payload)
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, RecursionError) as exc:
             raise Rejected(400, "malformed", f"not a Shiprocket tracking event: {exc}") from exc
 
         try:
@@ -214,4 +246,4 @@ async def shiprocket_webhook(request: Request) -> Response:
         is_new = await _store(request, "shiprocket", "shipping", tenant_id, event_id, webhook_type, body, started)
     except Rejected as exc:
         return _reject("shiprocket", request, exc)
-    return JSONResponse({"status": "ok" if is_new else "duplicate"}, status_code=200)
+    return _ok({"status": "ok" if is_new else "duplicate"})

@@ -7,6 +7,8 @@ def register(sub) -> None:
     p = sub.add_parser("serve", help="run the webhook receiver, worker and scheduler in one process")
     p.add_argument("--host", default=None, help="listen address (default STOREOPS_HTTP_HOST or 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="listen port (default STOREOPS_HTTP_PORT or 8000)")
+    p.add_argument("--processes", type=int, default=1,
+                   help="serve processes sharing the port, each with its own worker (default 1)")
     p.set_defaults(func=cmd_serve)
     w = sub.add_parser("work", help="run only the worker (webhook apply, retries, alerts)")
     w.add_argument("--concurrency", type=int, default=10, help="operations run at once (default 10)")
@@ -29,8 +31,11 @@ def _settings(args):
 
 def cmd_serve(args) -> int:
     from runner import service
+    from runner.cli import UserError
 
-    service.serve(_settings(args))
+    if args.processes < 1:
+        raise UserError("--processes must be at least 1")
+    service.serve(_settings(args), processes=args.processes)
     return 0
 
 
