@@ -72,7 +72,7 @@ def refund_event(event: str, refund_id: str, payment: dict, amount: int, status:
 
 
 SHIPROCKET_FLOW = [(42, "PICKED UP"), (18, "IN TRANSIT"), (17, "OUT FOR DELIVERY"), (7, "DELIVERED")]
-SHIPROCKET_RTO = [(42, "PICKED UP"), (18, "IN TRANSIT"), (21, "UNDELIVERED"), (15, "RTO INITIATED"),
+SHIPROCKET_RTO = [(42, "PICKED UP"), (18, "IN TRANSIT"), (21, "UNDELIVERED"), (9, "RTO INITIATED"),
                   (10, "RTO DELIVERED")]
 
 
