@@ -1,0 +1,38 @@
+"""Alerts are raised by triggers, whoever writes: a failed operation and a reconciliation mismatch."""
+
+import uuid
+
+
+def test_an_operation_reaching_failed_raises_one_alert(conn):
+    op = uuid.uuid4()
+    for _ in range(5):
+        conn.execute("select storeops.schedule_operation_retry(null, 'refund_create', %s, '{}', 'gateway 502')", (op,))
+    assert conn.execute("select count(*) from storeops.alerts").fetchone()[0] == 0
+    status = conn.execute("select status from storeops.schedule_operation_retry(null, 'refund_create', %s, '{}', "
+                          "'gateway 502 again')", (op,)).fetchone()[0]
+    assert status == "failed"
+    rows = conn.execute("select kind, details from storeops.alerts").fetchall()
+    assert len(rows) == 1
+    kind, details = rows[0]
+    assert kind == "operation_failed"
+    assert details["operation_id"] == str(op) and details["error"] == "gateway 502 again"
+
+
+def test_a_reconciliation_mismatch_raises_an_alert_once(conn):
+    rec = conn.execute("""insert into storeops.payment_reconciliation (received_amount, expected_amount, status, reason,
+                          razorpay_payment_id) values (900, 1000, 'mismatch', 'under', 'pay_AlertTest01') returning id""").fetchone()[0]
+    conn.execute("update payment_reconciliation set notes = 'looked at it' where id = %s", (rec,))
+    rows = conn.execute("select kind, details->>'reason', details->>'reconciliation_id' from storeops.alerts").fetchall()
+    assert rows == [("reconciliation_mismatch", "under", str(rec))]
+
+
+def test_alerts_are_claimed_by_one_worker_and_closed(conn):
+    conn.execute("select storeops.raise_alert('operation_failed', null, '{}')")
+    first = conn.execute("select id from storeops.claim_alerts('w1')").fetchall()
+    assert len(first) == 1
+    assert conn.execute("select count(*) from storeops.claim_alerts('w2')").fetchone()[0] == 0
+    assert conn.execute("select storeops.mark_alerts_delivered(%s)", ([first[0][0]],)).fetchone()[0] == 1
+    # A lease that runs out makes an undelivered alert claimable again.
+    conn.execute("select storeops.raise_alert('operation_failed', null, '{}')")
+    conn.execute("select * from storeops.claim_alerts('w1', 10, interval '1 minute', now() - interval '2 minutes')")
+    assert conn.execute("select count(*) from storeops.claim_alerts('w2')").fetchone()[0] == 1
