@@ -1,0 +1,15 @@
+drop function storeops.get_tenant_for_razorpay_order(text);
+drop index storeops.refunds_pending_match_idx;
+drop index storeops.refunds_payment_idx;
+alter table storeops.payment_reconciliation
+  drop constraint payment_reconciliation_resolved_has_time,
+  drop column reconciled_by_role;
+drop index storeops.payment_webhooks_deferred_idx;
+drop index storeops.payment_webhooks_claim_idx;
+alter table storeops.payment_webhooks
+  drop constraint payment_webhooks_deferred_has_payment,
+  drop constraint payment_webhooks_outcome_known,
+  drop column deferred_payment_id,
+  drop column outcome;
+drop function storeops_private.payment_status_rank(text);
+drop table storeops.razorpay_payments;

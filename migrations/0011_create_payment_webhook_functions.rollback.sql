@@ -1,0 +1,12 @@
+drop function storeops.process_payment_webhooks(integer, timestamptz);
+drop function storeops.apply_payment_webhook(uuid, timestamptz);
+drop function storeops_private.apply_payment_webhook_row(storeops.payment_webhooks, timestamptz, boolean, boolean);
+drop function storeops_private.apply_refund_entity(storeops.payment_webhooks, jsonb, timestamptz, timestamptz, boolean);
+drop function storeops_private.refund_status_rank(text);
+drop function storeops_private.apply_payment_entity(storeops.payment_webhooks, jsonb, timestamptz, timestamptz, boolean);
+drop function storeops_private.record_unknown_order_payment(storeops.razorpay_payments, timestamptz);
+drop function storeops_private.settle_orders(uuid[], timestamptz);
+drop function storeops_private.reconcile_order_payments(uuid[], timestamptz);
+drop function storeops_private.notify_reconciliation_mismatch(storeops.payment_reconciliation);
+drop function storeops_private.refresh_order_payment_state(uuid[]);
+drop type storeops_private.webhook_outcome;

@@ -1,0 +1,2 @@
+drop trigger payment_reconciliation_record_resolution on storeops.payment_reconciliation;
+drop function storeops_private.record_reconciliation_resolution();

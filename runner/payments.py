@@ -1,0 +1,272 @@
+"""Payments service: refunds and missed-webhook recovery, as the runner's HTTP handlers, CLI and
+worker call them. The state machines are SQL (migrations 0010-0014); this module only moves data
+between them and Razorpay, and never holds a transaction or a row lock across a network call:
+
+    request_refund (commit)  ->  POST /v1/payments/{id}/refund  ->  record_refund_result (commit)
+
+A refund is recorded `pending` with its idempotency key before Razorpay is called, and every retry
+(here, or later from the retry queue as operation 'refund_create') sends the same key and the same
+body, so Razorpay makes at most one refund however often we ask.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import class_row, scalar_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from runner.razorpay import RazorpayClient, RazorpayError
+
+REFUND_OPERATION = "refund_create"
+# A pending refund is also queued this far ahead when it is recorded, so one whose request was cut
+# off by a crash is still sent (with the same key); for a refund that settled it is a no-op.
+SAFETY_NET_DELAY = "15 minutes"
+
+# SQLSTATEs raised by storeops.request_refund / record_refund_result -> HTTP status.
+REFUND_SQLSTATES: dict[str, int] = {
+    "SO400": 400,  # amount not above zero, malformed idempotency key, unknown status
+    "SO404": 404,  # order (or refund) not found for this tenant
+    "SO409": 409,  # order not paid (nothing captured)
+    "SO412": 409,  # idempotency key already used for a different refund
+    "SO422": 422,  # more than is left to refund
+}
+
+
+class RefundRejected(Exception):
+    """The refund request was refused by the database's checks; `http_status` is the 4xx to answer
+    and the message says what was wrong, in one line."""
+
+    def __init__(self, message: str, http_status: int, sqlstate: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.http_status = http_status
+        self.sqlstate = sqlstate
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass
+class Refund:
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    order_id: uuid.UUID
+    razorpay_payment_id: str | None
+    razorpay_refund_id: str | None
+    amount: int
+    currency: str
+    reason: str | None
+    status: str
+    source: str
+    idempotency_key: str
+    error: str | None
+    processed_at: datetime | None
+    created_at: datetime
+
+    def as_dict(self, note: str | None = None) -> dict[str, Any]:
+        """JSON-ready: ids and times as strings, amounts in minor units."""
+        out: dict[str, Any] = {}
+        for key, value in asdict(self).items():
+            if isinstance(value, uuid.UUID):
+                value = str(value)
+            elif isinstance(value, datetime):
+                value = value.isoformat()
+            out[key] = value
+        if note:
+            out["note"] = note
+        return out
+
+
+_REFUND_COLUMNS = ("id, tenant_id, order_id, razorpay_payment_id, razorpay_refund_id, amount, currency, reason, "
+                   "status, source, idempotency_key, error, processed_at, created_at")
+
+REQUEST_REFUND = (
+    f"select {_REFUND_COLUMNS} from storeops.request_refund("
+    "%(tenant_id)s, %(order_id)s, %(amount)s, %(reason)s, %(idempotency_key)s)"
+)
+RECORD_REFUND_RESULT = (
+    f"select {_REFUND_COLUMNS} from storeops.record_refund_result("
+    "%(refund_id)s, %(razorpay_refund_id)s, %(status)s, %(error)s)"
+)
+GET_REFUND = f"select {_REFUND_COLUMNS} from storeops.refunds where id = %(refund_id)s"
+ENQUEUE_SAFETY_NET = (
+    "select storeops.enqueue_operation(%(tenant_id)s, %(operation_type)s, %(operation_id)s, %(payload)s, "
+    "now() + %(delay)s::interval)"
+)
+SCHEDULE_RETRY = (
+    "select storeops.schedule_operation_retry(%(tenant_id)s, %(operation_type)s, %(operation_id)s, "
+    "%(payload)s, %(error)s)"
+)
+RECORD_MISSED_PAYMENTS = "select storeops.record_missed_payments(%(payments)s, %(tenant_id)s) as new"
+PROCESS_PAYMENT_WEBHOOKS = "select storeops.process_payment_webhooks(%(limit)s) as handled"
+
+
+@contextlib.contextmanager
+def _refund_errors() -> Iterator[None]:
+    """Turns the SO-class SQLSTATEs of the refund functions into RefundRejected."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        status = REFUND_SQLSTATES.get(exc.sqlstate or "")
+        if status is None:
+            raise
+        raise RefundRejected(exc.diag.message_primary or str(exc), status, exc.sqlstate or "",
+                             exc.diag.message_hint) from exc
+
+
+async def _one_refund(pool: AsyncConnectionPool, query: str, params: dict[str, Any]) -> Refund | None:
+    with _refund_errors():
+        async with pool.connection() as conn, conn.cursor(row_factory=class_row(Refund)) as cur:
+            await cur.execute(query, params)
+            return await cur.fetchone()
+
+
+def refund_notes(refund: Refund) -> dict[str, str]:
+    """The notes sent with a refund. Derived only from the stored row, so every retry sends the
+    identical body (Razorpay refuses a different body under a used idempotency key); the key in
+    them lets a refund.* webhook find our row even before we stored the rfnd_ id."""
+    notes = {"storeops_refund_id": str(refund.id), "storeops_order_id": str(refund.order_id),
+             "idempotency_key": refund.idempotency_key}
+    if refund.reason:
+        notes["reason"] = refund.reason[:255]
+    return notes
+
+
+async def _record_result(pool: AsyncConnectionPool, refund: Refund, razorpay_refund_id: str | None,
+                         status: str, error: str | None) -> Refund:
+    row = await _one_refund(pool, RECORD_REFUND_RESULT, {
+        "refund_id": refund.id, "razorpay_refund_id": razorpay_refund_id, "status": status, "error": error})
+    assert row is not None
+    return row
+
+
+async def _send(client: RazorpayClient, refund: Refund) -> dict:
+    if not refund.razorpay_payment_id:
+        raise RazorpayError(f"refund {refund.id} has no Razorpay payment to refund", None, False)
+    try:
+        return await client.create_refund(refund.razorpay_payment_id, refund.amount, refund.idempotency_key,
+                                          notes=refund_notes(refund))
+    except ValueError as exc:  # ids or key Razorpay would refuse anyway
+        raise RazorpayError(str(exc), None, False) from exc
+
+
+def _gateway_status(result: dict) -> str:
+    status = result.get("status")
+    return status if status in ("pending", "processed", "failed") else "pending"
+
+
+async def create_refund(pool: AsyncConnectionPool, client: RazorpayClient, tenant_id: uuid.UUID | str,
+                        order_id: uuid.UUID | str, amount_paise: int, reason: str | None,
+                        idempotency_key: str | None = None) -> dict[str, Any]:
+    """Refund `amount_paise` of an order: record it pending (validated under the order lock), ask
+    Razorpay with the refund's idempotency key, record the answer. Returns the refund as a dict.
+
+    - The same idempotency key again returns the same refund without a second request.
+    - Razorpay unreachable, 5xx, 429, timeout (after the client's own quick retries): the refund
+      stays pending, a 'refund_create' retry is queued, and the dict carries a `note` saying so.
+    - Every pending refund is also queued SAFETY_NET_DELAY ahead when recorded, so a crash between
+      recording and asking Razorpay cannot strand it; the worker's retry_refund is then a no-op.
+    - Razorpay refuses (4xx): the refund is marked failed with Razorpay's reason.
+    - Our own checks refuse: RefundRejected with the HTTP status to answer.
+    """
+    with _refund_errors():
+        async with pool.connection() as conn:
+            async with conn.cursor(row_factory=class_row(Refund)) as cur:
+                await cur.execute(REQUEST_REFUND, {
+                    "tenant_id": tenant_id, "order_id": order_id, "amount": amount_paise, "reason": reason,
+                    "idempotency_key": idempotency_key})
+                refund = await cur.fetchone()
+            assert refund is not None
+            if refund.status == "pending" and not refund.razorpay_refund_id:
+                await conn.execute(ENQUEUE_SAFETY_NET, {
+                    "tenant_id": refund.tenant_id, "operation_type": REFUND_OPERATION, "operation_id": refund.id,
+                    "payload": Jsonb({"refund_id": str(refund.id)}), "delay": SAFETY_NET_DELAY})
+    if refund.status != "pending" or refund.razorpay_refund_id:
+        return refund.as_dict(note="this refund was already requested with the same idempotency key")
+    try:
+        result = await _send(client, refund)
+    except RazorpayError as exc:
+        if not exc.retryable:
+            refund = await _record_result(pool, refund, None, "failed", str(exc))
+            return refund.as_dict(note=f"Razorpay refused the refund: {exc}")
+        refund = await _record_result(pool, refund, None, "pending", str(exc))
+        await _schedule_retry(pool, refund, str(exc))
+        return refund.as_dict(note=f"Razorpay did not confirm the refund yet ({exc}); it will be retried "
+                                   "with the same idempotency key")
+    refund = await _record_result(pool, refund, result["id"], _gateway_status(result), None)
+    return refund.as_dict()
+
+
+async def _schedule_retry(pool: AsyncConnectionPool, refund: Refund, error: str) -> None:
+    async with pool.connection() as conn:
+        await conn.execute(SCHEDULE_RETRY, {
+            "tenant_id": refund.tenant_id, "operation_type": REFUND_OPERATION, "operation_id": refund.id,
+            "payload": Jsonb({"refund_id": str(refund.id)}), "error": error})
+
+
+async def retry_refund(pool: AsyncConnectionPool, client: RazorpayClient, refund_id: uuid.UUID | str) -> None:
+    """The worker's handler for 'refund_create': send the pending refund again with the SAME
+    idempotency key and body. Returns when the outcome is recorded (made, refused for good, or
+    already settled). Raises RazorpayError (with `retryable`, `retry_after`) when Razorpay could not
+    be asked, so the queue schedules the next attempt."""
+    refund = await _one_refund(pool, GET_REFUND, {"refund_id": refund_id})
+    if refund is None or refund.status != "pending" or refund.razorpay_refund_id:
+        return
+    try:
+        result = await _send(client, refund)
+    except RazorpayError as exc:
+        if not exc.retryable:
+            await _record_result(pool, refund, None, "failed", str(exc))
+            return
+        await _record_result(pool, refund, None, "pending", str(exc))
+        raise
+    await _record_result(pool, refund, result["id"], _gateway_status(result), None)
+
+
+async def recover_missed_payments(pool: AsyncConnectionPool, client: RazorpayClient, from_ts: int, to_ts: int,
+                                  tenant_id: uuid.UUID | str | None = None) -> int:
+    """List Razorpay payments created in [from_ts, to_ts] (unix seconds, every page) and apply the
+    ones whose state never reached us, as synthetic webhooks through the same SQL as real ones.
+    `tenant_id` labels payments whose order is unknown (the client's API key belongs to that tenant).
+    Returns how many payments (or later states of them) were new."""
+    new = 0
+    page: list[dict] = []
+
+    async def flush() -> None:
+        nonlocal new, page
+        if page:
+            async with pool.connection() as conn, conn.cursor(row_factory=scalar_row) as cur:
+                await cur.execute(RECORD_MISSED_PAYMENTS, {"payments": Jsonb(page), "tenant_id": tenant_id})
+                new += int(await cur.fetchone() or 0)
+            page = []
+
+    async for payment in client.list_payments(from_ts, to_ts):
+        page.append(payment)
+        if len(page) >= 100:
+            await flush()
+    await flush()
+    if new:
+        await process_payment_webhooks(pool)
+    return new
+
+
+async def process_payment_webhooks(pool: AsyncConnectionPool, limit: int = 500) -> int:
+    """Apply stored webhooks until none is left (each batch its own transaction); returns how many."""
+    total = 0
+    async with pool.connection() as conn, conn.cursor(row_factory=scalar_row) as cur:
+        while True:
+            await cur.execute(PROCESS_PAYMENT_WEBHOOKS, {"limit": limit})
+            handled = int(await cur.fetchone() or 0)
+            await conn.commit()
+            total += handled
+            if handled == 0:
+                return total

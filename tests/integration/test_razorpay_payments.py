@@ -1,0 +1,225 @@
+"""runner.payments end to end: the database (committed, a fresh one per test), the fake Razorpay
+server, and the service functions the HTTP handler, CLI and worker call."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import fakes.razorpay_server as fake_razorpay
+import psycopg
+import pytest
+from fakes.razorpay_server import FakeRazorpay, razorpay_id, store_webhook, webhook_event
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+from support import make_order, make_tenant
+
+from runner import payments
+from runner.razorpay import RazorpayClient, RazorpayError
+
+razorpay_server = fake_razorpay.razorpay_server  # fixture
+
+T0 = 1_735_700_000
+
+
+@pytest.fixture
+async def pool(fresh_db):
+    async with AsyncConnectionPool(fresh_db, min_size=1, max_size=10, open=False) as p:
+        yield p
+
+
+@pytest.fixture
+async def client(razorpay_server):
+    async with RazorpayClient(razorpay_server.url, razorpay_server.key_id, razorpay_server.key_secret,
+                              timeout=0.5, retries=2, backoff=0.01) as c:
+        yield c
+
+
+def paid_order(db_url: str, server: FakeRazorpay, amount: int = 50_000, tenant_id=None) -> dict:
+    """A tenant's order, paid at Razorpay (the fake knows the payment) and through its webhook."""
+    with psycopg.connect(db_url, autocommit=True) as c:
+        tenant_id = tenant_id or make_tenant(c)
+        rzp_order = razorpay_id("order")
+        order_id = make_order(c, tenant_id, amount=amount, razorpay_order_id=rzp_order)
+        payment = server.add_payment(amount=amount, order_id=rzp_order, created_at=T0)
+        webhook_id = store_webhook(c, webhook_event("payment.captured", payment=payment), tenant_id)
+        assert c.execute("select storeops.apply_payment_webhook(%s)", (webhook_id,)).fetchone()[0] == "applied"
+    return {"tenant_id": tenant_id, "order_id": order_id, "rzp_order": rzp_order, "pay_id": payment["id"]}
+
+
+def query(db_url: str, sql: str, *params) -> list[dict]:
+    with psycopg.connect(db_url) as c, c.cursor(row_factory=dict_row) as cur:
+        return cur.execute(sql, params).fetchall()
+
+
+def retries(db_url: str, refund_id) -> list[dict]:
+    return query(db_url, "select status, attempts, last_error, payload from storeops.operation_retry_queue "
+                         "where operation_type = 'refund_create' and operation_id = %s::uuid", str(refund_id))
+
+
+async def test_create_refund_records_razorpays_refund(fresh_db, pool, client, razorpay_server):
+    shop = paid_order(fresh_db, razorpay_server)
+    refund = await payments.create_refund(pool, client, shop["tenant_id"], shop["order_id"], 20_000, "Customer requested")
+
+    [made] = razorpay_server.refunds
+    assert (refund["status"], refund["razorpay_refund_id"], refund["amount"]) == ("processed", made["id"], 20_000)
+    assert "note" not in refund
+    [sent] = razorpay_server.requests_to("POST", "/refund")
+    body = json.loads(sent.body)
+    assert body["amount"] == 20_000
+    assert body["notes"]["idempotency_key"] == refund["idempotency_key"] == sent.headers["X-Refund-Idempotency"]
+    [order] = query(fresh_db, "select refund_amount, payment_status from storeops.orders where id = %s", shop["order_id"])
+    assert order == {"refund_amount": 20_000, "payment_status": "partially_refunded"}
+    # The safety net queued when it was recorded is there, due later; running it would be a no-op.
+    [net] = retries(fresh_db, refund["id"])
+    assert (net["status"], net["attempts"]) == ("pending", 0)
+
+    # Razorpay's own refund.* webhooks for it arrive afterwards: still one refund row.
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        for event in razorpay_server.events:
+            store_webhook(c, event, shop["tenant_id"])
+    assert await payments.process_payment_webhooks(pool) == 2
+    rows = query(fresh_db, "select id, status, source from storeops.refunds where order_id = %s", shop["order_id"])
+    assert [(str(r["id"]), r["status"], r["source"]) for r in rows] == [(refund["id"], "processed", "api")]
+
+
+async def test_the_same_idempotency_key_makes_one_refund(fresh_db, pool, client, razorpay_server):
+    shop = paid_order(fresh_db, razorpay_server)
+    first = await payments.create_refund(pool, client, shop["tenant_id"], shop["order_id"], 20_000, "dup",
+                                         idempotency_key="admin-click-0001")
+    again = await payments.create_refund(pool, client, shop["tenant_id"], shop["order_id"], 20_000, "dup",
+                                         idempotency_key="admin-click-0001")
+    assert again["id"] == first["id"] and "already requested" in again["note"]
+    assert len(razorpay_server.refunds) == 1
+    assert len(razorpay_server.requests_to("POST", "/refund")) == 1
+
+
+async def test_a_gateway_outage_leaves_it_pending_then_the_retry_makes_exactly_one(fresh_db, pool, client,
+                                                                                    razorpay_server):
+    shop = paid_order(fresh_db, razorpay_server)
+    razorpay_server.fail_next(3, 503)  # the client's first try and both quick retries
+    refund = await payments.create_refund(pool, client, shop["tenant_id"], shop["order_id"], 20_000, "late")
+    assert refund["status"] == "pending" and refund["razorpay_refund_id"] is None
+    assert "will be retried" in refund["note"] and "503" in refund["error"]
+    [queued] = retries(fresh_db, refund["id"])
+    assert (queued["status"], queued["attempts"], queued["payload"]) == ("pending", 1, {"refund_id": refund["id"]})
+    assert razorpay_server.refunds == []
+
+    await payments.retry_refund(pool, client, refund["id"])
+    [made] = razorpay_server.refunds
+    [row] = query(fresh_db, "select status, razorpay_refund_id, error from storeops.refunds where id = %s::uuid",
+                  refund["id"])
+    assert row == {"status": "processed", "razorpay_refund_id": made["id"], "error": None}
+    keys = {r.headers["X-Refund-Idempotency"] for r in razorpay_server.requests_to("POST", "/refund")}
+    assert keys == {refund["idempotency_key"]}
+    await payments.retry_refund(pool, client, refund["id"])  # settled: nothing is sent again
+    assert len(razorpay_server.refunds) == 1
+
+
+async def test_timeouts_after_razorpay_made_the_refund_never_make_a_second(fresh_db, pool, client, razorpay_server):
+    shop = paid_order(fresh_db, razorpay_server)
+    razorpay_server.delay_next(3, seconds=0.8)  # Razorpay refunds, but every answer comes too late
+    refund = await payments.create_refund(pool, client, shop["tenant_id"], shop["order_id"], 20_000, "slow")
+    assert refund["status"] == "pending"
+    assert len(razorpay_server.refunds) == 1  # made at the first request, not again on the retries
+
+    await payments.retry_refund(pool, client, refund["id"])
+    [made] = razorpay_server.refunds
+    [row] = query(fresh_db, "select status, razorpay_refund_id from storeops.refunds where id = %s::uuid", refund["id"])
+    assert row == {"status": "processed", "razorpay_refund_id": made["id"]}
+
+
+async def test_retry_refund_raises_a_retryable_error_while_razorpay_is_down(fresh_db, pool, client, razorpay_server):
+    shop = paid_order(fresh_db, razorpay_server)
+    razorpay_server.fail_next(6, 500)
+    refund = await payments.create_refund(pool, client, shop["tenant_id"], shop["order_id"], 20_000, "x")
+    with pytest.raises(RazorpayError) as info:
+        await payments.retry_refund(pool, client, refund["id"])
+    assert info.value.retryable
+    [row] = query(fresh_db, "select status from storeops.refunds where id = %s::uuid", refund["id"])
+    assert row["status"] == "pending"
+
+
+async def test_a_refusal_marks_the_refund_failed(fresh_db, pool, client, razorpay_server):
+    shop = paid_order(fresh_db, razorpay_server)
+    razorpay_server.payments[shop["pay_id"]]["amount_refunded"] = 50_000  # refunded in the dashboard meanwhile
+    refund = await payments.create_refund(pool, client, shop["tenant_id"], shop["order_id"], 20_000, "x")
+    assert refund["status"] == "failed" and "fully refunded already" in refund["error"]
+    assert "refused" in refund["note"]
+    [order] = query(fresh_db, "select refund_amount from storeops.orders where id = %s", shop["order_id"])
+    assert order["refund_amount"] == 0
+    await payments.retry_refund(pool, client, refund["id"])  # a failed refund is not sent again
+    assert len(razorpay_server.requests_to("POST", "/refund")) == 1
+
+
+@pytest.mark.parametrize(("case", "http_status"), [("zero", 400), ("other_tenant", 404), ("unpaid", 409),
+                                                   ("too_much", 422)])
+async def test_refusals_by_our_checks_carry_the_http_status(fresh_db, pool, client, razorpay_server, case, http_status):
+    shop = paid_order(fresh_db, razorpay_server)
+    tenant_id, order_id, amount = shop["tenant_id"], shop["order_id"], 1_000
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        if case == "other_tenant":
+            tenant_id = make_tenant(c, "Another store")
+        elif case == "unpaid":
+            order_id = make_order(c, tenant_id, razorpay_order_id=razorpay_id("order"))
+    if case == "zero":
+        amount = 0
+    elif case == "too_much":
+        amount = 50_001
+    with pytest.raises(payments.RefundRejected) as info:
+        await payments.create_refund(pool, client, tenant_id, order_id, amount, "x")
+    assert info.value.http_status == http_status
+    assert razorpay_server.requests == []
+
+
+async def test_concurrent_create_refund_calls_never_exceed_the_capture(fresh_db, pool, client, razorpay_server):
+    shop = paid_order(fresh_db, razorpay_server)
+
+    async def ask():
+        try:
+            return await payments.create_refund(pool, client, shop["tenant_id"], shop["order_id"], 20_000, "x")
+        except payments.RefundRejected as exc:
+            return exc
+
+    outcomes = await asyncio.gather(*(ask() for _ in range(8)))
+    made = [o for o in outcomes if isinstance(o, dict)]
+    refused = [o for o in outcomes if isinstance(o, payments.RefundRejected)]
+    assert len(made) == 2 and all(o["status"] == "processed" for o in made)
+    assert len(refused) == 6 and {o.http_status for o in refused} == {422}
+    assert sum(r["amount"] for r in razorpay_server.refunds) == 40_000
+
+
+async def test_recover_missed_payments_pages_through_and_applies_only_what_never_arrived(
+        fresh_db, pool, client, razorpay_server):
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        tenant_id = make_tenant(c)
+        orders = []
+        for n in range(130):
+            rzp_order = razorpay_id("order")
+            orders.append((make_order(c, tenant_id, amount=10_000 + n, razorpay_order_id=rzp_order), rzp_order))
+    delivered = 0
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        for n, (_, rzp_order) in enumerate(orders):
+            payment = razorpay_server.add_payment(amount=10_000 + n, order_id=rzp_order, created_at=T0 + n)
+            if n % 4 == 0:  # these webhooks did arrive
+                store_webhook(c, webhook_event("payment.captured", payment=payment), tenant_id)
+                delivered += 1
+            if n % 10 == 0:  # a failed first attempt before the capture
+                razorpay_server.add_payment(amount=10_000 + n, order_id=rzp_order, status="failed", created_at=T0 + n)
+    stranger = razorpay_server.add_payment(amount=777, order_id=razorpay_id("order"), created_at=T0 + 500)
+    razorpay_server.add_payment(status="created", created_at=T0 + 501)  # nothing happened yet: skipped
+    await payments.process_payment_webhooks(pool)
+
+    new = await payments.recover_missed_payments(pool, client, T0 - 60, T0 + 3600, tenant_id=tenant_id)
+    assert new == (130 - delivered) + 13 + 1
+    assert len(razorpay_server.requests_to("GET", "/v1/payments")) == 2  # 145 payments: two pages of <= 100
+    [counts] = query(fresh_db, "select count(*) filter (where status = 'paid') as paid, count(*) as total "
+                               "from storeops.orders where tenant_id = %s", tenant_id)
+    assert counts == {"paid": 130, "total": 130}
+    [unknown] = query(fresh_db, "select tenant_id, reason from storeops.payment_reconciliation "
+                                "where razorpay_payment_id = %s", stranger["id"])
+    assert unknown == {"tenant_id": tenant_id, "reason": "unknown_order"}
+    [left] = query(fresh_db, "select count(*) as n from storeops.payment_webhooks where not processed")
+    assert left["n"] == 0
+
+    assert await payments.recover_missed_payments(pool, client, T0 - 60, T0 + 3600, tenant_id=tenant_id) == 0
