@@ -263,14 +263,12 @@ begin
                                                               array['payment_webhook', 'shipping_webhook'], p_now) loop
     v_id := coalesce((v_row.payload ->> 'webhook_id')::uuid, v_row.operation_id);
     begin
+      -- Each apply function marks its webhook processed itself (or leaves a refund that waits for
+      -- its payment deferred, and so unprocessed).
       if v_row.operation_type = 'payment_webhook' then
         perform storeops.apply_payment_webhook(v_id, p_now);
-        update storeops.payment_webhooks set processed = true, processed_at = p_now, error = null,
-          attempts = attempts + 1 where id = v_id;
       else
         perform storeops.apply_shipping_webhook(v_id, p_now);
-        update storeops.shipping_webhooks set processed = true, processed_at = p_now, error = null,
-          attempts = attempts + 1 where id = v_id;
       end if;
       perform storeops.complete_operation_retry(v_row.id, v_row.claim_token, p_now);
     exception when others then

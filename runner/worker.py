@@ -30,8 +30,12 @@ from runner.registry import OPERATIONS, RetryLater
 
 log = logging.getLogger("storeops.worker")
 
-_WEBHOOK_KINDS = (("razorpay", "payment_webhooks", "process_payment_webhooks"),
-                  ("shiprocket", "shipping_webhooks", "process_shipping_webhooks"))
+# (provider, table, apply function, what "waiting to be applied" means: a refund deferred until its
+# payment arrives is not waiting on the worker)
+_WEBHOOK_KINDS = (
+    ("razorpay", "payment_webhooks", "process_payment_webhooks", "not processed and attempts = 0 and deferred_payment_id is null"),
+    ("shiprocket", "shipping_webhooks", "process_shipping_webhooks", "not processed and attempts = 0"),
+)
 
 
 class Worker:
@@ -109,11 +113,11 @@ class Worker:
     # -- webhooks ------------------------------------------------------------------------------
     async def apply_webhooks(self) -> int:
         total = 0
-        for provider, table, fn in _WEBHOOK_KINDS:
+        for provider, table, fn, waiting in _WEBHOOK_KINDS:
             while not self._stopping.is_set():
                 async with self.ctx.pool.connection() as conn:
                     row = await (await conn.execute(
-                        f"select min(created_at) from storeops.{table} where not processed and attempts = 0"
+                        f"select min(created_at) from storeops.{table} where {waiting}"
                     )).fetchone()
                     if row[0] is None:
                         break
