@@ -331,7 +331,15 @@ begin
       order by created_at, id
       for update skip locked
     loop
-      perform storeops_private.apply_payment_webhook_row(v_deferred, p_now, false, true);
+      -- Each in its own subtransaction, settling the order: a refund the order's rules refuse
+      -- (e.g. more than was paid) fails alone and is retried, and never takes this payment with it.
+      begin
+        perform storeops_private.apply_payment_webhook_row(v_deferred, p_now, true, true);
+      exception when others then
+        update storeops.payment_webhooks set error = sqlerrm, attempts = attempts + 1 where id = v_deferred.id;
+        perform storeops.schedule_operation_retry(v_deferred.tenant_id, 'payment_webhook', v_deferred.id,
+          jsonb_build_object('webhook_id', v_deferred.id), sqlerrm, p_now);
+      end;
     end loop;
   end if;
   v_result.order_id := v_new.order_id;
