@@ -6,7 +6,7 @@ STOREOPS := $(VENV)/bin/storeops
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help run test venv sysdeps db db-stop migrate serve lint clean
+.PHONY: help run test bench venv sysdeps db db-stop migrate serve lint clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,14 @@ run: migrate ## venv, packages, embedded cluster, migrate, then serve (Ctrl-C st
 
 test: venv sysdeps ## run the whole test suite against real servers it starts itself
 	$(PY) -m pytest -q
+
+$(VENV)/.bench-installed: $(STAMP) setup.cfg
+	$(PY) -m pip install -q -e '.[bench]'
+	touch $@
+
+bench: venv $(VENV)/.bench-installed ## benchmarks on their own cluster and runners; writes bench/RESULTS.md (< 10 min)
+	scripts/install-system-packages bench
+	$(PY) -m bench
 
 lint: venv ## ruff over the runner and tests
 	$(VENV)/bin/ruff check runner tests

@@ -1,6 +1,7 @@
 drop function storeops.record_shipments_polled(uuid[], timestamptz);
 drop function storeops.list_stale_shipments(interval, integer, timestamptz);
 drop function storeops.process_shipping_webhooks(integer, timestamptz);
+drop function storeops_private.apply_tracking_events(uuid[], jsonb[], text, timestamptz);
 drop function storeops.record_shipping_webhook_failure(uuid, text);
 drop function storeops.apply_shipping_webhook(uuid, timestamptz);
 drop function storeops.apply_tracking_event(uuid, jsonb, text, timestamptz);

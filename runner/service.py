@@ -6,8 +6,8 @@ release in-flight claims, and exit, all within 10 seconds.
 `serve --processes N` (N > 1): the parent binds N listening sockets on the port (SO_REUSEPORT, so
 the kernel spreads connections evenly) before forking N children; each child is a whole `serve`
 (HTTP, worker, scheduler) on its own socket. The parent forwards SIGTERM/SIGINT to the children and
-exits when they have; if one child dies, the others are stopped too. The event loop is uvloop when
-it is installed.
+exits when they have; if one child dies, the others are stopped too. `serve` runs on uvloop when it
+is installed (`work` keeps asyncio's own loop).
 """
 
 from __future__ import annotations
@@ -201,7 +201,7 @@ def serve(settings: Settings | None = None, *, processes: int = 1, **kwargs) -> 
 
 def work(settings: Settings | None = None, **kwargs) -> None:
     logs.setup()
-    _run_loop(_run(settings or Settings.from_env(), http=False, worker=True, scheduler=False, **kwargs))
+    asyncio.run(_run(settings or Settings.from_env(), http=False, worker=True, scheduler=False, **kwargs))
 
 
 def bind_sockets(host: str, port: int, count: int) -> list[socket.socket]:

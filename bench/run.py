@@ -1,0 +1,292 @@
+"""`python -m bench` (what `make bench` runs): starts its own cluster and runner processes, runs
+every section and writes bench/RESULTS.md. `--smoke` runs every section at tiny sizes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import apply, cleanup, e2e, ingest, retry_queue, sweep
+from bench.common import Section, Sizes, fmt
+from bench.env import CLUSTER_SETTINGS, BenchEnv, machine_facts
+from bench.report import render, write
+
+SECTIONS = [
+    (1, "Ingest: signed Razorpay webhooks accepted durably", ingest),
+    (2, "End-to-end latency at a sustained rate", e2e),
+    (3, "Apply throughput: stored mixed events to their final state", apply),
+    (4, "Retry queue: claim + complete vs procrastinate", retry_queue),
+    (5, "Domain sweep", sweep),
+    (6, "Cleanup of 90-day-old webhooks while ingest runs", cleanup),
+]
+MEMORY_TARGET_MB = 200.0
+DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def memory_section(memory: dict[str, dict[int, float]], processes: int) -> Section:
+    s = Section(7, "Memory: peak RSS of the runner processes under load")
+    if not memory:
+        s.skipped = "no runner ran under load in this run"
+        return s
+    worst_phase, worst, total_worst = "", 0.0, 0.0
+    for phase, per_pid in memory.items():
+        if not per_pid:
+            continue
+        peak = max(per_pid.values())
+        total = sum(per_pid.values())
+        s.details[phase] = {"per_process_mb": {str(k): round(v, 1) for k, v in per_pid.items()},
+                            "total_mb": round(total, 1)}
+        if peak > worst:
+            worst_phase, worst = phase, peak
+        total_worst = max(total_worst, total)
+    s.add(f"largest runner process, VmHWM (phase: {worst_phase})", worst, "MB",
+          target=f"< {MEMORY_TARGET_MB:g} MB", met=worst < MEMORY_TARGET_MB, higher_is_better=False)
+    s.add(f"all processes of `serve --processes {processes}` together (parent + children)", total_worst, "MB",
+          higher_is_better=False)
+    s.notes.append("VmHWM from /proc/<pid>/status of the serve parent and each forked child, read at the end of each "
+                   "loaded phase (sections 1, 2 and 6). Forked children share the parent's pages, so the sum "
+                   "counts shared memory more than once.")
+    return s
+
+
+def _cores(cpu: dict, key: str) -> float:
+    return cpu.get(key, 0.0)
+
+
+def analysis(sections: dict[int, Section], sizes: Sizes, processes: int) -> dict[int, list[str]]:
+    """Plain statements drawn from the measured numbers (what limits each figure)."""
+    out: dict[int, list[str]] = {}
+    s = sections.get(1)
+    if s and not s.error and s.details.get("intake"):
+        d = s.details
+        rate, base, pgb = d["intake"]["2xx_per_s"], d["http_baseline"]["2xx_per_s"], d["pgbench"]["tps"]
+        cpu = s.cpu.get("storeops intake (worker idle)", {})
+        hcpu = s.cpu.get("(a) HTTP stack, no database", {})
+        lines = [f"**Reading.** Intake stored and acknowledged {fmt(rate)}/s: {100 * rate / base:.0f}% of what the same "
+                 f"HTTP stack answers with no database at all ({fmt(base)}/s) and {rate / pgb:.1f}× pgbench's "
+                 f"single-row inserts ({fmt(pgb)}/s; each of those commits alone, while intake group-commits many "
+                 "webhooks per INSERT)."]
+        if rate < ingest.TARGET_RATE:
+            short = ingest.TARGET_RATE - rate
+            ncpu = os.cpu_count() or 1
+            per = {k: 1e6 * _cores(cpu, k) / rate for k in ("server", "postgres", "wrk+harness")}
+            http_us = 1e6 * _cores(hcpu, "server") / base if base else 0.0
+            wrk_us = 1e6 * _cores(hcpu, "wrk+harness") / base if base else 0.0
+            total = sum(per.values())
+            budget = 1e6 * ncpu / ingest.TARGET_RATE
+            floor = http_us + per["postgres"] + wrk_us
+            lines.append(
+                f"**Short of {ingest.TARGET_RATE:,}/s by {fmt(short)}/s ({100 * short / ingest.TARGET_RATE:.0f}%). Why, "
+                f"in CPU per webhook:** at {ingest.TARGET_RATE:,}/s on {ncpu} cores, the serve processes, Postgres "
+                f"and wrk together must fit in {budget:.0f} µs of CPU per webhook. Measured per stored webhook in "
+                f"the intake phase: serve processes {per['server']:.0f} µs, Postgres {per['postgres']:.0f} µs (the "
+                f"INSERT into a table with {d.get('payment_webhooks_indexes', '?')} indexes, a foreign key, WAL, commit), wrk {per['wrk+harness']:.0f} µs: {total:.0f} µs, so about "
+                f"{fmt(1e6 * ncpu / total)}/s if this machine had nothing else to run (it had "
+                f"{_cores(cpu, 'other'):.2f} cores of other programs during the phase). The bare HTTP stack "
+                f"(baseline a) costs {http_us:.0f} µs per request and wrk {wrk_us:.0f} µs; with Postgres's "
+                f"{per['postgres']:.0f} µs that is {floor:.0f} µs before any of the webhook's own work (signature, "
+                f"JSON, batching, psycopg, logging, metrics: the profile below), against the {budget:.0f} µs budget. "
+                f"The target needs more cores (serve processes share nothing but the database, so the rate scales "
+                f"with processes until Postgres's per-row cost is the limit) or a cheaper HTTP layer than Python's.")
+        p99 = d["intake"]["p99_ms"]
+        if p99 >= ingest.TARGET_P99_MS:
+            lines.append(f"**p99 {p99:.1f} ms is over {ingest.TARGET_P99_MS:g} ms**: wrk keeps 64 requests in flight "
+                         f"at saturation, so the mean wait alone is 64 / {fmt(rate)}/s = {64000 / rate:.1f} ms "
+                         f"(Little's law); the tail is CPU scheduling between {processes} serve processes, Postgres "
+                         "and wrk on the same cores. The no-database baseline's p99 at its own saturation was "
+                         f"{d['http_baseline']['p99_ms']:.1f} ms.")
+        prof = d.get("profile") or {}
+        logging_share = dict(prof.get("by_area", [])).get("logging (one JSON line per stored webhook)")
+        lines.append(
+            "**The intake path as measured** (runner/intake.py, webhooks.py, service.py): each serve process groups "
+            "concurrent webhooks into one `INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING RETURNING` with "
+            "binary parameters, sent as a single statement (its own transaction: one round trip; psycopg returns "
+            "after ReadyForQuery, which follows the commit's WAL flush, and only then are the requests answered); "
+            "two flushers per table keep their pooled connections while work keeps coming; the NOTIFY that wakes "
+            "the workers is sent outside the insert transactions (Postgres serialises all NOTIFYing commits on one "
+            "lock held through the WAL flush, which had made every batch wait for the previous batch's fsync), at "
+            "most one per 5 ms, asynchronously committed; responses are written with one send() (uvicorn writes "
+            "head and body separately); uvloop; N forked processes on SO_REUSEPORT sockets."
+            + (f" The one JSON log line per stored webhook costs {logging_share:.0f}% of the runner's CPU in the "
+               "profile; it was kept." if logging_share else ""))
+        dep = d["deployed"]
+        dcpu = s.cpu.get("storeops serve (worker applying)", {})
+        lines.append(f"As deployed (each serve process's worker applying the events while they arrive) intake was "
+                     f"{fmt(dep['2xx_per_s'])}/s: applying shares the same {os.cpu_count()} cores (Postgres "
+                     f"{_cores(dcpu, 'postgres'):.2f} cores in that phase against {_cores(cpu, 'postgres'):.2f} for "
+                     "intake alone). "
+                     + (f"{fmt(dep['unapplied_at_end'])} events were still waiting to be applied when wrk stopped "
+                        "(stored; the workers catch up)." if dep["unapplied_at_end"] else
+                        "The workers kept up: nothing was unapplied when counted right after wrk stopped."))
+        out[1] = lines
+    s = sections.get(2)
+    if s and not s.error and s.details.get("e2e_ms"):
+        d = s.details
+        out[2] = [f"Measured: the client's wall-clock time when it read each 2xx, against "
+                  "pg_xact_commit_timestamp(orders.xmin), the commit time of the worker transaction that updated "
+                  "that order (track_commit_timestamp is on in the bench cluster), same clock. A negative value "
+                  "means the order was already updated before the client finished reading the 2xx "
+                  f"({100 * (d['e2e_ms']['negative_share'] or 0):.0f}% of events). Offered {d['rate_offered']:g}/s "
+                  f"with 16 keep-alive connections; achieved {d['rate_achieved']:g}/s. The path: the intake commits "
+                  "the batch, acknowledges, NOTIFYs storeops_webhooks; a worker LISTENing in each serve process wakes "
+                  "and calls process_payment_webhooks. The seed design applied webhooks from a 5-minute cron, i.e. "
+                  "up to 300 s (shown as the baseline)."]
+        p99 = d["e2e_ms"]["p99"]
+        cpu = next(iter(s.cpu.values()), {})
+        if p99 is not None and p99 >= e2e.TARGET_P99_MS:
+            s3 = sections.get(3)
+            bulk = ""
+            if s3 and not s3.error and s3.details.get("events"):
+                c3 = s3.cpu.get("apply (2 connections)", {})
+                bulk_us = 1e6 * _cores(c3, "postgres") * s3.details["apply_seconds"] / s3.details["events"]
+                bulk = f", against {bulk_us:.0f} µs per event when section 3 applies them in bulk"
+            store = ""
+            s1 = sections.get(1)
+            if s1 and not s1.error and s1.details.get("intake"):
+                c1 = s1.cpu.get("storeops intake (worker idle)", {})
+                store = f" and about {1e6 * _cores(c1, 'postgres') / s1.details['intake']['2xx_per_s']:.0f} µs to store one (section 1)"
+            out[2].append(
+                f"**Missed by {p99 - e2e.TARGET_P99_MS:.0f} ms.** The machine was full during this phase "
+                f"({_cores(cpu, 'machine'):.2f} of {os.cpu_count()} cores busy; other programs "
+                f"{_cores(cpu, 'other'):.2f}), and storing plus applying events as they trickle in costs Postgres "
+                f"{d.get('postgres_cpu_us_per_webhook', 0):,} µs of CPU per webhook{bulk}{store}. Every NOTIFY wakes "
+                "every LISTENing worker, and each wake-up runs about a dozen short transactions (runner/worker.py: "
+                "an apply pass per table, webhook retries, a retry-queue claim, an alert claim, then one more pass) "
+                f"whatever it finds; the database committed {d.get('db_commits_per_webhook')} transactions per "
+                "webhook in this phase (intake batches, NOTIFYs and worker passes together). When CPU is short, the "
+                "tail is the wait for it. Fewer, larger worker passes (or waking one worker rather than all) would "
+                "cut that cost; runner/worker.py is outside this change.")
+    s = sections.get(3)
+    if s and not s.error and s.details.get("events"):
+        d = s.details
+        cpu = s.cpu.get("apply (2 connections)", {})
+        rate = d["events"] / d["apply_seconds"]
+        lines = [f"{d['events']:,} events ({d['payment_events']:,} Razorpay, {d['shipping_events']:,} Shiprocket; "
+                 f"{d['plan']['orders']:,} orders, {d['plan']['refund_orders']:,} with a refund, "
+                 f"{d['plan']['rto_orders']:,} RTO) applied in {d['apply_seconds']:.1f} s by two connections calling "
+                 f"the SQL functions with batches of {d['batch']} ({d['calls']} calls). COPY wrote the same rows in "
+                 f"{d['copy_seconds']:.1f} s."]
+        if rate < apply.TARGET_RATE:
+            lines.append(f"**Short of {apply.TARGET_RATE:,}/s by {fmt(apply.TARGET_RATE - rate)}/s.** The work is "
+                         f"PL/pgSQL inside Postgres ({_cores(cpu, 'postgres'):.2f} cores busy of {os.cpu_count()}, "
+                         f"other programs {_cores(cpu, 'other'):.2f}): per event a row lock, a JSON read, a payment or "
+                         "tracking upsert, the order recomputed from all its payments and refunds, a reconciliation "
+                         "row for each capture, every step in its own subtransaction, then the webhook row updated. "
+                         "Two connections can use at most two cores; the rate scales with cores given to Postgres.")
+        prof = d.get("function_profile") or []
+        if prof:
+            total_self = sum(p["self_ms"] for p in prof) or 1.0
+            lines += ["", "Where the time went inside Postgres (pg_stat_user_functions, track_functions = pl on the "
+                      "apply database; self time excludes the functions each one calls):", "",
+                      "| function | calls | self ms | share of the top 10 | total ms |", "|---|---|---|---|---|"]
+            lines += [f"| `{p['function']}` | {p['calls']:,} | {p['self_ms']:,.0f} | "
+                      f"{100 * p['self_ms'] / total_self:.0f}% | {p['total_ms']:,.0f} |" for p in prof]
+            top = prof[0]
+            if top["calls"]:
+                lines += ["", f"The largest share is `{top['function']}`: {1000 * top['self_ms'] / top['calls']:.0f} µs "
+                          f"of its own time per call over {top['calls']:,} calls (connection time, so it includes waiting "
+                          "for CPU on this shared machine)."]
+        out[3] = lines
+    s = sections.get(4)
+    if s and not s.error and s.details.get("procrastinate"):
+        d = s.details
+        out[4] = [f"Both drained the same {d['jobs']:,} no-op jobs with 4 processes on the same cluster (procrastinate "
+                  f"is slow enough that 20,000 would take minutes; storeops also ran {d['storeops_batch20_more']['jobs']:,}). "
+                  "storeops claims a batch per round trip (claim_operation_retries: FOR UPDATE SKIP LOCKED under a "
+                  "lease, a claim token per row) and completes the batch in one statement "
+                  f"({d['storeops_batch20']['claims']:,} claims for {d['jobs']:,} jobs at batch 20); procrastinate "
+                  f"(4 concurrent jobs per process; its default of 1 was not faster) fetches one job per round trip "
+                  "and every status change fires its event-log trigger."]
+    s = sections.get(6)
+    if s and not s.error and s.details.get("during"):
+        d = s.details
+        locks = d["locks_during_cleanup"]
+        waits = ", ".join(f"{k}: {v}" for k, v in locks["ingest_lock_waits"].items()) or "none"
+        base_waits = ", ".join(f"{k}: {v}" for k, v in d["locks_baseline"]["ingest_lock_waits"].items()) or "none"
+        out[6] = [f"`storeops cleanup` (runner.scheduler.cleanup) deleted {d['deleted']:,} rows in "
+                  f"{d['cleanup_seconds']:.1f} s (process start to exit) while wrk drove ingest (worker idle, as in "
+                  "section 1's intake figure); wrk stopped when the cleanup exited. The runner's scheduler had "
+                  "already run its own first cleanup tick before the old rows were inserted. "
+                  f"{locks['samples']} pg_stat_activity samples during the cleanup: ingest INSERTs waiting on a lock "
+                  f"by wait_event: {waits}; blocked by the cleanup's backend (pg_blocking_pids): "
+                  f"{locks['ingest_blocked_by_cleanup']}. Without the cleanup: {base_waits}. ('extend' is the "
+                  "relation-extension lock concurrent INSERTs take among themselves to add pages; the cleanup only "
+                  "deletes.) The cleanup deletes processed rows only, 5,000 per transaction, SKIP LOCKED; ingest "
+                  "inserts new rows: no row or table lock is shared. CPU and WAL are, and the p99 change is that."]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="every section at tiny sizes (well under a minute)")
+    parser.add_argument("--out", type=Path, default=None, help=f"report path (default {DEFAULT_OUT} for a full run)")
+    parser.add_argument("--sections", default="", help="comma-separated section numbers to run (default: all)")
+    parser.add_argument("--processes", type=int, default=os.cpu_count() or 1,
+                        help="storeops serve processes (default: nproc)")
+    parser.add_argument("--keep", action="store_true", help="keep the bench cluster and logs (prints where)")
+    args = parser.parse_args(argv)
+    out = args.out or (DEFAULT_OUT if not args.smoke else Path("/tmp/storeops-bench-smoke.md"))
+    wanted = {int(x) for x in args.sections.split(",") if x.strip()} or {n for n, _, _ in SECTIONS}
+    sizes = Sizes.smoke() if args.smoke else Sizes.full()
+
+    started_wall = datetime.now(UTC)
+    t0 = time.perf_counter()
+    env = BenchEnv(processes=args.processes, keep=args.keep, smoke=args.smoke)
+    results: list[Section] = []
+    memory: dict[str, dict[int, float]] = {}
+    try:
+        print(f"bench: cluster in {env.tmp}", file=sys.stderr, flush=True)
+        env.start()
+        facts = machine_facts(env.cluster)
+        for number, title, module in SECTIONS:
+            if number not in wanted:
+                continue
+            section = Section(number, title)
+            print(f"bench: {number}. {title} ...", file=sys.stderr, flush=True)
+            t = time.perf_counter()
+            try:
+                produced = module.run(env, sizes, section) or {}
+                section.details = {**produced.get("details", {}), **section.details}
+                memory.update(produced.get("memory", {}))
+            except Exception as exc:  # a broken section is reported, the others still run
+                section.error = f"{exc.__class__.__name__}: {str(exc)[:1500]}"
+                traceback.print_exc()
+            section.seconds = time.perf_counter() - t
+            status = "skipped" if section.skipped else "ERROR" if section.error else "done"
+            print(f"bench: {number}. {status} in {section.seconds:.1f} s", file=sys.stderr, flush=True)
+            results.append(section)
+        if wanted & {1, 2, 6}:
+            results.append(memory_section(memory, args.processes))
+    finally:
+        env.close()
+        if args.keep:
+            print(f"bench: kept {env.tmp}", file=sys.stderr)
+    elapsed = time.perf_counter() - t0
+    facts["load_average_at_end"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    meta = {
+        "started": started_wall.strftime("%Y-%m-%d %H:%M:%S"),
+        "mode": "smoke run (tiny sizes)" if args.smoke else "full run",
+        "duration": f"{int(elapsed // 60)} min {elapsed % 60:.0f} s",
+        "command": "make bench" if not args.smoke else ".venv/bin/python -m bench --smoke",
+        "setup": {
+            "bench cluster": "its own, in a temporary directory on a free port (runner/cluster.py); fsync, "
+                             "synchronous_commit and full_page_writes on (defaults); also "
+                             + ", ".join(f"{k}={v.strip(chr(39))}" for k, v in CLUSTER_SETTINGS.items())
+                             + "; shared_buffers=256MB, max_connections=300 (runner/cluster.py)",
+            "runner": f"`storeops serve --processes {args.processes}` (forked processes on SO_REUSEPORT sockets, "
+                      "uvloop, httptools), each with its own worker and scheduler; STOREOPS_RATE_LIMIT_SOURCE=0 and "
+                      "STOREOPS_RATE_LIMIT_TENANT=0; the per-tenant URL /functions/v1/razorpay-webhook/{tenant_id}",
+            "load generator": "wrk -t2 -c64 --latency with bench/ingest.lua (pre-signed bodies, a unique "
+                              "x-razorpay-event-id per request), after a warm-up run",
+        },
+    }
+    by_number = {s.number: s for s in results}
+    text = render(results, facts, meta, analysis(by_number, sizes, args.processes))
+    write(out, text)
+    print(f"bench: wrote {out} ({meta['duration']})", file=sys.stderr)
+    return 1 if any(s.error for s in results) else 0
