@@ -33,8 +33,9 @@ log = logging.getLogger("storeops.worker")
 # (provider, table, apply function, what "waiting to be applied" means: a refund deferred until its
 # payment arrives is not waiting on the worker)
 _WEBHOOK_KINDS = (
-    ("razorpay", "payment_webhooks", "process_payment_webhooks", "not processed and attempts = 0 and deferred_payment_id is null"),
-    ("shiprocket", "shipping_webhooks", "process_shipping_webhooks", "not processed and attempts = 0"),
+    ("payment", "razorpay", "payment_webhooks", "process_payment_webhooks",
+     "not processed and attempts = 0 and deferred_payment_id is null"),
+    ("shipping", "shiprocket", "shipping_webhooks", "process_shipping_webhooks", "not processed and attempts = 0"),
 )
 
 
@@ -51,24 +52,37 @@ class Worker:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._inflight: set[asyncio.Task] = set()
-        self._claimed: set[tuple[str, int]] = set()
+        self._flags: set[str] = set()
+        self._last_full = 0.0
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def run(self) -> None:
+        """Each pass does what was notified (a webhook kind, queued work, an alert); every
+        `poll_interval` a full pass also covers everything, so nothing depends on NOTIFY."""
         listener = asyncio.create_task(self._listen())
         try:
             while not self._stopping.is_set():
-                did = 0
+                now = time.monotonic()
+                full = now - self._last_full >= self.poll_interval
+                if full:
+                    self._last_full = now
+                flags, self._flags = self._flags, set()
                 try:
-                    did += await self.apply_webhooks()
-                    did += await self.run_operations()
-                    did += await self.deliver_alerts()
+                    kinds = {"payment", "shipping"} if full else flags & {"payment", "shipping"}
+                    if kinds:
+                        await self.apply_webhooks(kinds)
+                    if full:
+                        await self.run_webhook_retries()
+                    if (full or "work" in flags) and await self.run_operations():
+                        self._flags.add("work")  # a full batch may mean more is due
+                    if (full or "alert" in flags) and await self.deliver_alerts():
+                        self._flags.add("alert")
                 except Exception as exc:  # the database went away: keep trying, never crash
                     log.warning("worker pass failed", extra={"error": str(exc).splitlines()[0] if str(exc) else repr(exc)})
                     await self._sleep(self.poll_interval)
                     continue
-                if did == 0:
-                    await self._sleep(self.poll_interval)
+                if not self._flags:
+                    await self._sleep(max(0.0, self.poll_interval - (time.monotonic() - self._last_full)))
         finally:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -81,6 +95,8 @@ class Worker:
 
     async def _sleep(self, seconds: float) -> None:
         self._wake.clear()
+        if self._flags or seconds <= 0:
+            return
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
 
@@ -93,8 +109,17 @@ class Worker:
                 async with conn:
                     for channel in ("storeops_webhooks", "storeops_work", "storeops_alert"):
                         await conn.execute(f"listen {channel}")
-                    self._wake.set()  # catch up on anything committed while we were not listening
-                    async for _notify in conn.notifies():
+                    self._last_full = 0.0  # catch up on anything committed while we were not listening
+                    self._wake.set()
+                    async for notify in conn.notifies():
+                        if notify.channel == "storeops_webhooks":
+                            self._flags.add(notify.payload if notify.payload in ("payment", "shipping") else "payment")
+                            if notify.payload not in ("payment", "shipping"):
+                                self._flags.add("shipping")
+                        elif notify.channel == "storeops_work":
+                            self._flags.add("work")
+                        else:
+                            self._flags.add("alert")
                         self._wake.set()
             except asyncio.CancelledError:
                 raise
@@ -111,31 +136,32 @@ class Worker:
                 await conn.execute("select storeops.release_operation_retries(%s)", (self.ctx.worker_id,))
 
     # -- webhooks ------------------------------------------------------------------------------
-    async def apply_webhooks(self) -> int:
+    async def apply_webhooks(self, kinds: set[str] | frozenset[str] = frozenset({"payment", "shipping"})) -> int:
+        """Apply stored webhooks of `kinds` until none is waiting. One round trip per batch: the
+        function, and the age of the oldest webhook it found waiting (the latency metric)."""
         total = 0
-        for provider, table, fn, waiting in _WEBHOOK_KINDS:
+        for kind, provider, table, fn, waiting in _WEBHOOK_KINDS:
+            if kind not in kinds:
+                continue
+            sql = (f"select n, extract(epoch from clock_timestamp() - oldest) from ("  # noqa: S608 (fixed names)
+                   f"select storeops.{fn}(%s) as n, "
+                   f"(select min(created_at) from storeops.{table} where {waiting}) as oldest offset 0) batch")
             while not self._stopping.is_set():
                 async with self.ctx.pool.connection() as conn:
-                    row = await (await conn.execute(
-                        f"select min(created_at) from storeops.{table} where {waiting}"
-                    )).fetchone()
-                    if row[0] is None:
-                        break
-                    oldest = row[0]
-                    done = (await (await conn.execute(
-                        f"select storeops.{fn}(%s)", (self.webhook_batch,))).fetchone())[0]
-                    lag = (await (await conn.execute("select extract(epoch from clock_timestamp() - %s)",
-                                                     (oldest,))).fetchone())[0]
+                    done, lag = await (await conn.execute(sql, (self.webhook_batch,))).fetchone()
                 if not done:
                     break
                 metrics.WEBHOOKS_PROCESSED.labels(provider).inc(done)
-                metrics.PROCESSING_LATENCY.labels(provider).observe(float(lag))
+                if lag is not None:
+                    metrics.PROCESSING_LATENCY.labels(provider).observe(float(lag))
                 total += done
-        # Webhook retries that are due run in SQL too.
+        return total
+
+    async def run_webhook_retries(self) -> int:
+        """Webhook retries that are due run in SQL too."""
         async with self.ctx.pool.connection() as conn:
-            retried = (await (await conn.execute(
+            return (await (await conn.execute(
                 "select storeops.run_webhook_retries(%s, %s)", (self.ctx.worker_id, self.webhook_batch))).fetchone())[0]
-        return total + retried
 
     # -- retry queue ---------------------------------------------------------------------------
     async def run_operations(self) -> int:
