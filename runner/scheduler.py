@@ -48,8 +48,9 @@ async def _recon_review(ctx, worker) -> object:
         return (await (await conn.execute("select storeops.review_reconciliation()")).fetchone())[0]
 
 
-async def cleanup(ctx, older_than: str = "90 days", batch: int = 5000) -> int:
-    """Delete processed webhooks older than `older_than` in short committed batches."""
+async def cleanup(ctx, older_than: str = "90 days", batch: int = 5000, pause: float = 0.05) -> int:
+    """Delete processed webhooks older than `older_than` in short committed batches, pausing
+    `pause` seconds between them so ingest keeps the CPU and I/O it needs."""
     total = 0
     for table in ("payment_webhooks", "shipping_webhooks"):
         while True:
@@ -59,7 +60,7 @@ async def cleanup(ctx, older_than: str = "90 days", batch: int = 5000) -> int:
             total += n
             if n < batch:
                 break
-            await asyncio.sleep(0)  # let ingest interleave
+            await asyncio.sleep(pause)  # let ingest interleave
     return total
 
 

@@ -143,9 +143,12 @@ class Worker:
         for kind, provider, table, fn, waiting in _WEBHOOK_KINDS:
             if kind not in kinds:
                 continue
+            # The apply function is only called when something waits (an empty call still costs
+            # Postgres a millisecond, and every LISTENing worker wakes for each NOTIFY).
             sql = (f"select n, extract(epoch from clock_timestamp() - oldest) from ("  # noqa: S608 (fixed names)
-                   f"select storeops.{fn}(%s) as n, "
-                   f"(select min(created_at) from storeops.{table} where {waiting}) as oldest offset 0) batch")
+                   f"select case when oldest is null then 0 else storeops.{fn}(%s) end as n, oldest from ("
+                   f"select (select min(created_at) from storeops.{table} where {waiting}) as oldest offset 0) w "
+                   f"offset 0) batch")
             while not self._stopping.is_set():
                 async with self.ctx.pool.connection() as conn:
                     done, lag = await (await conn.execute(sql, (self.webhook_batch,))).fetchone()
