@@ -155,12 +155,10 @@ def analysis(sections: dict[int, Section], sizes: Sizes, processes: int) -> dict
                 f"({_cores(cpu, 'machine'):.2f} of {os.cpu_count()} cores busy; other programs "
                 f"{_cores(cpu, 'other'):.2f}), and storing plus applying events as they trickle in costs Postgres "
                 f"{d.get('postgres_cpu_us_per_webhook', 0):,} µs of CPU per webhook{bulk}{store}. Every NOTIFY wakes "
-                "every LISTENing worker, and each wake-up runs about a dozen short transactions (runner/worker.py: "
-                "an apply pass per table, webhook retries, a retry-queue claim, an alert claim, then one more pass) "
-                f"whatever it finds; the database committed {d.get('db_commits_per_webhook')} transactions per "
-                "webhook in this phase (intake batches, NOTIFYs and worker passes together). When CPU is short, the "
-                "tail is the wait for it. Fewer, larger worker passes (or waking one worker rather than all) would "
-                "cut that cost; runner/worker.py is outside this change.")
+                "every LISTENing worker (one per serve process); each wake-up makes one round trip per notified "
+                "webhook kind, and skips the apply call when nothing waits (runner/worker.py); the database "
+                f"committed {d.get('db_commits_per_webhook')} transactions per webhook in this phase (intake "
+                "batches, NOTIFYs and worker passes together). When CPU is short, the tail is the wait for it.")
     s = sections.get(3)
     if s and not s.error and s.details.get("events"):
         d = s.details
@@ -176,7 +174,8 @@ def analysis(sections: dict[int, Section], sizes: Sizes, processes: int) -> dict
                          f"PL/pgSQL inside Postgres ({_cores(cpu, 'postgres'):.2f} cores busy of {os.cpu_count()}, "
                          f"other programs {_cores(cpu, 'other'):.2f}): per event a row lock, a JSON read, a payment or "
                          "tracking upsert, the order recomputed from all its payments and refunds, a reconciliation "
-                         "row for each capture, every step in its own subtransaction, then the webhook row updated. "
+                         "row for each capture, set-based per batch of events (one subtransaction per event only "
+                         "when a batch has to be redone because one of its events fails), then the webhook rows updated. "
                          "Two connections can use at most two cores; the rate scales with cores given to Postgres.")
         prof = d.get("function_profile") or []
         if prof:
