@@ -97,7 +97,7 @@ async def create_refund(request: Request) -> Response:
         if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= 200 or "\x00" in key):
             raise BadRequest(400, "idempotency key must be a string of 1 to 200 characters, without NUL")
         try:
-            client = await _razorpay_client_for(ctx, str(tenant_id))
+            client = await ctx.tenant_razorpay_client(str(tenant_id))
         except ValueError as exc:
             return _error(request, 503, f"refunds disabled: {exc} (set RAZORPAY_KEY_ID and RAZORPAY_KEY_SECRET, "
                                         "or the tenant's razorpay_api secret)")
@@ -122,17 +122,6 @@ async def create_refund(request: Request) -> Response:
     else:
         status = 202
     return Response(orjson.dumps(result, default=str), status_code=status, media_type="application/json")
-
-
-async def _razorpay_client_for(ctx, tenant_id: str):
-    """The tenant's own Razorpay API key when it has one, else the platform's."""
-    async with ctx.pool.connection() as conn:
-        row = await (await conn.execute(
-            "select key_id, secret from storeops.get_tenant_secrets(%s, 'razorpay_api') limit 1", (tenant_id,)
-        )).fetchone()
-    if row and row[0]:
-        return ctx.razorpay_client(row[0], row[1])
-    return ctx.razorpay_client()
 
 
 async def verify_domain_dns(request: Request) -> Response:

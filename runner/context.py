@@ -55,6 +55,18 @@ class Context:
         return RazorpayClient(self.settings.razorpay_api_base, key_id or self.settings.razorpay_key_id or "",
                               key_secret or self.settings.razorpay_key_secret or "", http=self.http)
 
+    async def tenant_razorpay_client(self, tenant_id: str | None):
+        """The tenant's own Razorpay API key (tenant_secrets kind razorpay_api) when it has one, else
+        the platform's. Raises ValueError when neither is configured."""
+        if tenant_id:
+            async with self.pool.connection() as conn:
+                row = await (await conn.execute(
+                    "select key_id, secret from storeops.get_tenant_secrets(%s, 'razorpay_api') limit 1", (tenant_id,)
+                )).fetchone()
+            if row and row[0]:
+                return self.razorpay_client(row[0], row[1])
+        return self.razorpay_client()
+
     def shiprocket_client(self):
         from runner.shiprocket import ShiprocketClient
 

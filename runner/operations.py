@@ -17,24 +17,13 @@ async def refund_create(ctx, row: dict) -> None:
     from runner import payments
 
     refund_id = (row.get("payload") or {}).get("refund_id") or str(row["operation_id"])
-    client = await _tenant_razorpay_client(ctx, row.get("tenant_id"))
+    client = await ctx.tenant_razorpay_client(row.get("tenant_id"))
     try:
         await payments.retry_refund(ctx.pool, client, refund_id)
     except Exception as exc:
         if getattr(exc, "retryable", True):
             raise RetryLater(str(exc), _retry_after(exc)) from exc
         raise
-
-
-async def _tenant_razorpay_client(ctx, tenant_id):
-    if tenant_id:
-        async with ctx.pool.connection() as conn:
-            row = await (await conn.execute(
-                "select key_id, secret from storeops.get_tenant_secrets(%s, 'razorpay_api') limit 1", (tenant_id,)
-            )).fetchone()
-        if row and row[0]:
-            return ctx.razorpay_client(row[0], row[1])
-    return ctx.razorpay_client()
 
 
 @operation("domain_verify")

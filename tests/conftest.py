@@ -11,6 +11,7 @@ three ways to use it:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import uuid
@@ -76,17 +77,24 @@ def template(postgresql_noproc):
     return postgresql_noproc.template_dbname
 
 
+@contextlib.contextmanager
+def _database(prefix: str, template: str | None):
+    """A database for the length of the block: cloned from `template` (search_path applied again),
+    or empty when `template` is None. Yields its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    janitor = DatabaseJanitor(user="postgres", host=_cluster.host, port=_cluster.port, dbname=name,
+                              template_dbname=template)
+    with janitor:
+        url = _cluster.url(name)
+        if template:
+            _configure(url)
+        yield url
+
+
 @pytest.fixture(scope="session")
 def shared_db_url(postgresql_noproc) -> str:
     """One database cloned from the template for all rolled-back tests."""
-    name = f"storeops_shared_{uuid.uuid4().hex[:8]}"
-    janitor = DatabaseJanitor(
-        user="postgres", host=_cluster.host, port=_cluster.port, dbname=name,
-        template_dbname=postgresql_noproc.template_dbname
-    )
-    with janitor:
-        url = _cluster.url(name)
-        _configure(url)
+    with _database("storeops_shared", postgresql_noproc.template_dbname) as url:
         yield url
 
 
@@ -103,40 +111,20 @@ def conn(shared_db_url):
 @pytest.fixture
 def fresh_db(postgresql_noproc) -> str:
     """URL of a database cloned from the migrated template for this test only."""
-    name = f"storeops_t_{uuid.uuid4().hex[:10]}"
-    janitor = DatabaseJanitor(
-        user="postgres", host=_cluster.host, port=_cluster.port, dbname=name,
-        template_dbname=postgresql_noproc.template_dbname
-    )
-    with janitor:
-        url = _cluster.url(name)
-        _configure(url)
+    with _database("storeops_t", postgresql_noproc.template_dbname) as url:
         yield url
 
 
 @pytest.fixture
 def empty_db(postgresql_noproc) -> str:
     """URL of an empty (unmigrated) database for migration tests."""
-    name = f"storeops_e_{uuid.uuid4().hex[:10]}"
-    janitor = DatabaseJanitor(
-        user="postgres", host=_cluster.host, port=_cluster.port, dbname=name
-    )
-    with janitor:
-        yield _cluster.url(name)
-
-
+    with _database("storeops_e", None) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def module_db(postgresql_noproc) -> str:
     """URL of a database cloned from the migrated template, shared by one test module (for tests
     that drive a long-lived runner process)."""
-    name = f"storeops_m_{uuid.uuid4().hex[:10]}"
-    janitor = DatabaseJanitor(
-        user="postgres", host=_cluster.host, port=_cluster.port, dbname=name,
-        template_dbname=postgresql_noproc.template_dbname,
-    )
-    with janitor:
-        url = _cluster.url(name)
-        _configure(url)
+    with _database("storeops_m", postgresql_noproc.template_dbname) as url:
         yield url

@@ -114,9 +114,10 @@ def cmd_refund(args) -> int:
         raise UserError(f"--amount: {exc}") from exc
 
     async def go(ctx):
-        from runner.operations import _tenant_razorpay_client
-
-        client = await _tenant_razorpay_client(ctx, args.tenant)
+        try:
+            client = await ctx.tenant_razorpay_client(args.tenant)
+        except ValueError as exc:
+            raise UserError(str(exc)) from exc
         try:
             return await payments.create_refund(ctx.pool, client, args.tenant, args.order, paise, args.reason,
                                                 args.idempotency_key)
