@@ -140,54 +140,68 @@ async def _store(request: Request, provider: str, kind: str, tenant_id: str | No
     return is_new
 
 
+async def _receive(request: Request, credential_header: str) -> tuple[str | None, bytes, str]:
+    """What both providers' endpoints do first: the per-source rate limit, the URL's tenant, the raw
+    body (413 past the limit) and the credential header (401 when missing)."""
+    _rate_limit(request, f"source:{request.client.host if request.client else '-'}", request.app.state.source_limiter)
+    tenant_id = _path_tenant(request)
+    try:
+        body = await read_body(request, request.app.state.ctx.settings.max_body_bytes)
+    except BodyTooLarge as exc:
+        raise Rejected(413, "too_large", str(exc)) from exc
+    credential = request.headers.get(credential_header)
+    if not credential:
+        raise Rejected(401, "unsigned", f"missing {credential_header} header")
+    return tenant_id, body, credential
+
+
+async def _tenant_credentials(request: Request, tenant_id: str | None, lookup: str | None, lookup_args: tuple,
+                              kind: str, platform: str | None, what: str):
+    """The tenant (from the URL, else from `lookup` over the payload's references) and the secrets
+    to check against: the tenant's own when it has any, else the platform's. Returns
+    (tenant_id, config or None, secrets). 404 for a URL tenant that does not exist, 503 when the
+    database cannot be asked, 401 when nothing is configured."""
+    ctx = request.app.state.ctx
+    try:
+        if tenant_id is None and lookup is not None:
+            async with ctx.pool.connection(timeout=4.0) as conn:
+                row = await (await conn.execute(lookup, lookup_args)).fetchone()
+            tenant_id = str(row[0]) if row and row[0] else None
+        cfg = await ctx.tenant_webhook_config(tenant_id, kind) if tenant_id else None
+    except Exception as exc:
+        if is_unavailable(exc):
+            raise Rejected(503, "database_unavailable", "storage unavailable, retry later",
+                           headers={"Retry-After": "5"}) from exc
+        raise
+    if request.path_params.get("tenant_id") is not None and (cfg is None or not cfg.exists):
+        raise Rejected(404, "unknown_tenant", f"unknown tenant {tenant_id}")
+    secrets = cfg.secrets if cfg and cfg.secrets else [platform] if platform else []
+    if not secrets:
+        raise Rejected(401, "no_secret", f"no {what} is configured for this tenant")
+    return tenant_id, cfg, secrets
+
+
 async def razorpay_webhook(request: Request) -> Response:
     from runner import razorpay
 
     started = time.perf_counter()
-    ctx = request.app.state.ctx
+    settings = request.app.state.ctx.settings
     try:
-        _rate_limit(request, f"source:{request.client.host if request.client else '-'}", request.app.state.source_limiter)
-        tenant_id = _path_tenant(request)
-        try:
-            body = await read_body(request, ctx.settings.max_body_bytes)
-        except BodyTooLarge as exc:
-            raise Rejected(413, "too_large", str(exc)) from exc
-        signature = request.headers.get("x-razorpay-signature")
-        if not signature:
-            raise Rejected(401, "unsigned", "missing X-Razorpay-Signature header")
+        tenant_id, body, signature = await _receive(request, "X-Razorpay-Signature")
         payload = _parse_json(body)
         event = payload.get("event")
         if not isinstance(event, str) or not event:
             raise Rejected(400, "malformed", "body has no \"event\" name")
-
-        try:
-            if tenant_id is None:
-                order_id = _razorpay_order_id(payload)
-                if order_id:
-                    async with ctx.pool.connection(timeout=4.0) as conn:
-                        row = await (await conn.execute(
-                            "select storeops.get_tenant_for_razorpay_order(%s)", (order_id,))).fetchone()
-                    tenant_id = str(row[0]) if row and row[0] else None
-            cfg = await ctx.tenant_webhook_config(tenant_id, "razorpay_webhook") if tenant_id else None
-        except Exception as exc:
-            if is_unavailable(exc):
-                raise Rejected(503, "database_unavailable", "storage unavailable, retry later",
-                               headers={"Retry-After": "5"}) from exc
-            raise
-        if request.path_params.get("tenant_id") is not None and (cfg is None or not cfg.exists):
-            raise Rejected(404, "unknown_tenant", f"unknown tenant {tenant_id}")
-
-        secrets = (cfg.secrets if cfg and cfg.secrets else
-                   [ctx.settings.razorpay_webhook_secret] if ctx.settings.razorpay_webhook_secret else [])
-        if not secrets:
-            raise Rejected(401, "no_secret", "no Razorpay webhook secret is configured for this tenant")
+        order_id = _razorpay_order_id(payload)
+        tenant_id, cfg, secrets = await _tenant_credentials(
+            request, tenant_id, "select storeops.get_tenant_for_razorpay_order(%s)" if order_id else None, (order_id,),
+            "razorpay_webhook", settings.razorpay_webhook_secret, "Razorpay webhook secret")
         if not razorpay.verify_signature(body, signature, secrets):
             raise Rejected(401, "bad_signature", "X-Razorpay-Signature does not match the body")
         if cfg and cfg.account_id and payload.get("account_id") != cfg.account_id:
             raise Rejected(401, "account_mismatch", "account_id in the webhook does not belong to this tenant")
         if tenant_id:
             _rate_limit(request, f"tenant:{tenant_id}", request.app.state.tenant_limiter)
-
         event_id = request.headers.get("x-razorpay-event-id") or "sha256:" + hashlib.sha256(body).hexdigest()
         is_new = await _store(request, "razorpay", "payment", tenant_id, event_id, event, body, started)
     except Rejected as exc:
@@ -199,46 +213,20 @@ async def shiprocket_webhook(request: Request) -> Response:
     from runner import shiprocket
 
     started = time.perf_counter()
-    ctx = request.app.state.ctx
+    settings = request.app.state.ctx.settings
     try:
-        _rate_limit(request, f"source:{request.client.host if request.client else '-'}", request.app.state.source_limiter)
-        tenant_id = _path_tenant(request)
-        try:
-            body = await read_body(request, ctx.settings.max_body_bytes)
-        except BodyTooLarge as exc:
-            raise Rejected(413, "too_large", str(exc)) from exc
-        token = request.headers.get("x-api-key")
-        if not token:
-            raise Rejected(401, "unsigned", "missing x-api-key header")
+        tenant_id, body, token = await _receive(request, "x-api-key")
         payload = _parse_json(body)
         try:
             event_id = shiprocket.event_key(payload)
             webhook_type = shiprocket.webhook_type(payload)
         except (KeyError, TypeError, ValueError, RecursionError) as exc:
             raise Rejected(400, "malformed", f"not a Shiprocket tracking event: {exc}") from exc
-
-        try:
-            if tenant_id is None:
-                awb = payload.get("awb")
-                order_ref = payload.get("sr_order_id") or payload.get("order_id")
-                async with ctx.pool.connection(timeout=4.0) as conn:
-                    row = await (await conn.execute(
-                        "select storeops.get_tenant_for_awb(%s, %s)",
-                        (str(awb) if awb is not None else None, str(order_ref) if order_ref is not None else None),
-                    )).fetchone()
-                tenant_id = str(row[0]) if row and row[0] else None
-            cfg = await ctx.tenant_webhook_config(tenant_id, "shiprocket_webhook") if tenant_id else None
-        except Exception as exc:
-            if is_unavailable(exc):
-                raise Rejected(503, "database_unavailable", "storage unavailable, retry later",
-                               headers={"Retry-After": "5"}) from exc
-            raise
-        if request.path_params.get("tenant_id") is not None and (cfg is None or not cfg.exists):
-            raise Rejected(404, "unknown_tenant", f"unknown tenant {tenant_id}")
-        tokens = (cfg.secrets if cfg and cfg.secrets else
-                  [ctx.settings.shiprocket_webhook_secret] if ctx.settings.shiprocket_webhook_secret else [])
-        if not tokens:
-            raise Rejected(401, "no_secret", "no Shiprocket webhook token is configured for this tenant")
+        awb, order_ref = payload.get("awb"), payload.get("sr_order_id") or payload.get("order_id")
+        tenant_id, _cfg, tokens = await _tenant_credentials(
+            request, tenant_id, "select storeops.get_tenant_for_awb(%s, %s)",
+            (str(awb) if awb is not None else None, str(order_ref) if order_ref is not None else None),
+            "shiprocket_webhook", settings.shiprocket_webhook_secret, "Shiprocket webhook token")
         if not shiprocket.verify_token(token, tokens):
             raise Rejected(401, "bad_token", "x-api-key does not match")
         if tenant_id:
