@@ -6,7 +6,7 @@ STOREOPS := $(VENV)/bin/storeops
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help run test bench venv sysdeps db db-stop migrate serve lint clean
+.PHONY: help run test bench venv sysdeps db db-stop migrate serve schema lint clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ $(VENV)/.bench-installed: $(STAMP) setup.cfg
 bench: venv $(VENV)/.bench-installed ## benchmarks on their own cluster and runners; writes bench/RESULTS.md (< 10 min)
 	scripts/install-system-packages bench
 	$(PY) -m bench
+
+schema: venv ## regenerate sql/schema.sql, the whole schema in one file (pg_dump of a fresh migrate)
+	$(PY) -m runner.schema_dump > sql/schema.sql.new && mv sql/schema.sql.new sql/schema.sql
 
 lint: venv ## ruff over the runner and tests
 	$(VENV)/bin/ruff check runner tests

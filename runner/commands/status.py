@@ -56,6 +56,6 @@ def cmd_status(args) -> int:
     with psycopg.connect(resolve_database_url(), connect_timeout=5) as conn:
         for title, sql in SECTIONS:
             cur = conn.execute(sql)
-            rows = [r for r in cur.fetchall() if title != "Unprocessed webhooks" or True]
+            rows = cur.fetchall()
             print_table(title, [c.name for c in cur.description], rows)
     return 0

@@ -165,3 +165,14 @@ def test_roles_exist_and_runner_cannot_do_ddl(conn):
             conn.execute("rollback to savepoint s")
         else:
             raise AssertionError(f"runner role could run: {ddl}")
+
+
+def test_schema_snapshot_is_current(empty_db):
+    """sql/schema.sql is what a fresh migrate produces; regenerate it with `make schema`."""
+    from pathlib import Path
+
+    from runner.schema_dump import dump
+
+    migrate.apply(empty_db)
+    snapshot = Path(__file__).resolve().parents[2] / "sql" / "schema.sql"
+    assert snapshot.read_text() == dump(empty_db), "sql/schema.sql is stale: run `make schema`"
