@@ -230,23 +230,31 @@ $$;
 comment on procedure storeops.cleanup_old_webhooks(interval, integer) is
   'Weekly cleanup in committed batches (no long locks); keeps unprocessed webhooks however old.';
 
--- Daily review: open mismatches and pending reconciliations older than a day raise one alert.
+-- Daily review: open mismatches and pending reconciliations older than a day raise one alert, and
+-- so do refund events still waiting for a payment that never arrived (deferred for over a day).
 create function storeops.review_reconciliation(p_now timestamptz default now()) returns integer
 language plpgsql
 as $$
 declare
   v_count integer;
+  v_waiting integer;
 begin
   select count(*) into v_count from storeops.payment_reconciliation
   where status in ('pending', 'mismatch') and created_at < p_now - interval '1 day';
   if v_count > 0 then
     perform storeops.raise_alert('reconciliation_stale', null, jsonb_build_object('open_older_than_1_day', v_count));
   end if;
-  return v_count;
+  select count(*) into v_waiting from storeops.payment_webhooks
+  where not processed and deferred_payment_id is not null and created_at < p_now - interval '1 day';
+  if v_waiting > 0 then
+    perform storeops.raise_alert('refund_waiting_for_payment', null,
+      jsonb_build_object('deferred_older_than_1_day', v_waiting));
+  end if;
+  return v_count + v_waiting;
 end
 $$;
 comment on function storeops.review_reconciliation(timestamptz) is
-  'The seed''s daily reconciliation review: counts pending/mismatch rows older than a day and alerts if any.';
+  'The seed''s daily reconciliation review: alerts on pending/mismatch rows older than a day and on refund events still waiting for their payment after a day. Returns how many rows need a person.';
 
 -- Webhook retries need no network: apply them in SQL (the runner and pg_cron both call this).
 create function storeops.run_webhook_retries(p_worker text default 'sql', p_limit integer default 500,

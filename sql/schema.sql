@@ -1748,13 +1748,20 @@ CREATE FUNCTION storeops.review_reconciliation(p_now timestamp with time zone DE
     AS $$
 declare
   v_count integer;
+  v_waiting integer;
 begin
   select count(*) into v_count from storeops.payment_reconciliation
   where status in ('pending', 'mismatch') and created_at < p_now - interval '1 day';
   if v_count > 0 then
     perform storeops.raise_alert('reconciliation_stale', null, jsonb_build_object('open_older_than_1_day', v_count));
   end if;
-  return v_count;
+  select count(*) into v_waiting from storeops.payment_webhooks
+  where not processed and deferred_payment_id is not null and created_at < p_now - interval '1 day';
+  if v_waiting > 0 then
+    perform storeops.raise_alert('refund_waiting_for_payment', null,
+      jsonb_build_object('deferred_older_than_1_day', v_waiting));
+  end if;
+  return v_count + v_waiting;
 end
 $$;
 
@@ -1762,7 +1769,7 @@ $$;
 -- Name: FUNCTION review_reconciliation(p_now timestamp with time zone); Type: COMMENT; Schema: storeops; Owner: -
 --
 
-COMMENT ON FUNCTION storeops.review_reconciliation(p_now timestamp with time zone) IS 'The seed''s daily reconciliation review: counts pending/mismatch rows older than a day and alerts if any.';
+COMMENT ON FUNCTION storeops.review_reconciliation(p_now timestamp with time zone) IS 'The seed''s daily reconciliation review: alerts on pending/mismatch rows older than a day and on refund events still waiting for their payment after a day. Returns how many rows need a person.';
 
 --
 -- Name: run_webhook_retries(text, integer, timestamp with time zone); Type: FUNCTION; Schema: storeops; Owner: -

@@ -36,3 +36,18 @@ def test_alerts_are_claimed_by_one_worker_and_closed(conn):
     conn.execute("select storeops.raise_alert('operation_failed', null, '{}')")
     conn.execute("select * from storeops.claim_alerts('w1', 10, interval '1 minute', now() - interval '2 minutes')")
     assert conn.execute("select count(*) from storeops.claim_alerts('w2')").fetchone()[0] == 1
+
+
+def test_daily_review_alerts_on_stale_mismatches_and_refunds_waiting_for_a_payment(conn):
+    assert conn.execute("select storeops.review_reconciliation()").fetchone()[0] == 0
+    assert conn.execute("select count(*) from storeops.alerts").fetchone()[0] == 0
+    conn.execute("""insert into storeops.payment_reconciliation (received_amount, expected_amount, status, reason,
+                    razorpay_payment_id, created_at) values (900, 1000, 'mismatch', 'under', 'pay_Stale0001',
+                    now() - interval '2 days')""")
+    conn.execute("""insert into storeops.payment_webhooks (event_id, webhook_type, payload, outcome, deferred_payment_id,
+                    created_at) values ('evt_Waiting01', 'refund.processed', '{}', 'deferred', 'pay_NeverCame',
+                    now() - interval '3 days')""")
+    assert conn.execute("select storeops.review_reconciliation()").fetchone()[0] == 2
+    kinds = {r[0]: r[1] for r in conn.execute("select kind, details from storeops.alerts").fetchall()}
+    assert kinds["refund_waiting_for_payment"] == {"deferred_older_than_1_day": 1}
+    assert kinds["reconciliation_stale"] == {"open_older_than_1_day": 1}
