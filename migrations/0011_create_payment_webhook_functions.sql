@@ -266,6 +266,12 @@ begin
   end if;
 
   if v_old.id is not null then
+    -- A tenant's own signature vouches for its own payments only: never let it move another
+    -- tenant's payment (and so settle that tenant's order).
+    if p_webhook.tenant_id is not null and v_old.tenant_id is not null and v_old.tenant_id <> p_webhook.tenant_id then
+      raise exception 'payment % belongs to another tenant; this webhook''s tenant may not change it', v_payment_id
+        using errcode = '42501';
+    end if;
     v_new := v_old;
     if v_rank > storeops_private.payment_status_rank(v_old.status) then
       v_new.status := v_status;
@@ -416,14 +422,8 @@ begin
       and razorpay_refund_id is null
     for update;
   end if;
-  if not found then
-    select * into v_old from storeops.refunds
-    where razorpay_payment_id = v_payment_id and status = 'pending' and razorpay_refund_id is null
-      and amount = v_amount and source = 'api'
-    order by created_at, id
-    limit 1
-    for update;
-  end if;
+  -- No guessing by payment and amount: every refund we send carries its idempotency key in its
+  -- notes, so an event without one is somebody else's (e.g. the dashboard's), never ours.
 
   if v_old.id is null then
     insert into storeops.refunds
@@ -471,7 +471,7 @@ begin
 end
 $$;
 comment on function storeops_private.apply_refund_entity(storeops.payment_webhooks, jsonb, timestamptz, timestamptz, boolean) is
-  'Merges a refund snapshot into refunds: updates our own refund (by rfnd id, idempotency key in notes, or pending same payment+amount), else inserts a dashboard refund; defers when the payment is unknown.';
+  'Merges a refund snapshot into refunds: updates our own refund (by rfnd id, or the idempotency key in its notes), else inserts a dashboard refund; defers when the payment is unknown.';
 
 -- Apply one stored webhook row (the caller holds its lock). p_settle: settle its order now, else
 -- the caller settles the order it names. p_record: write the outcome on the row now, else the caller does

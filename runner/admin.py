@@ -86,7 +86,7 @@ async def create_refund(request: Request) -> Response:
             raise BadRequest(400, "\"amount\" is required (major units, e.g. 1000.00)")
         try:
             amount_paise = razorpay.amount_to_paise(data["amount"])
-        except (ValueError, TypeError, decimal.InvalidOperation) as exc:
+        except (ValueError, TypeError, decimal.DecimalException) as exc:
             raise BadRequest(400, f"\"amount\": {exc}") from exc
         if amount_paise > MAX_REFUND_PAISE:
             raise BadRequest(400, f"\"amount\" is larger than any order can be ({MAX_REFUND_PAISE // 100} at most)")

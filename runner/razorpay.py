@@ -107,6 +107,11 @@ def amount_to_paise(value: str | int | Decimal | float, decimals: int = 2) -> in
         raise ValueError(f"amount must be a number, got {type(value).__name__}")
     if not amount.is_finite():
         raise ValueError(f"amount {value!r} is not a finite number")
+    # Before any arithmetic: 1e900000 would otherwise cost seconds of CPU (or overflow) to refuse.
+    if amount.adjusted() > 15:
+        raise ValueError("amount is larger than any payment can be")
+    if amount.adjusted() < -decimals - 1 and amount != 0:
+        raise ValueError(f"amount has more than {decimals} decimal places")
     minor = amount.scaleb(decimals)
     if minor != minor.to_integral_value():
         raise ValueError(f"amount {value!r} has more than {decimals} decimal places")

@@ -110,7 +110,7 @@ def cmd_refund(args) -> int:
 
     try:
         paise = razorpay.amount_to_paise(decimal.Decimal(args.amount))
-    except (ValueError, decimal.InvalidOperation) as exc:
+    except (ValueError, decimal.DecimalException) as exc:
         raise UserError(f"--amount: {exc}") from exc
 
     async def go(ctx):

@@ -213,7 +213,7 @@ def _paid_order_with_pending_refund(conn, shop, amount=20_000, key=None):
     return pay_id, refund
 
 
-@pytest.mark.parametrize("match", ["razorpay_refund_id", "notes_idempotency_key", "pending_same_amount"])
+@pytest.mark.parametrize("match", ["razorpay_refund_id", "notes_idempotency_key"])
 def test_a_refund_webhook_for_our_own_refund_updates_it_and_never_creates_a_second(conn, shop, match):
     pay_id, ours = _paid_order_with_pending_refund(conn, shop, key="rfnd-key-0001")
     rfnd_id = razorpay_id("rfnd")
@@ -233,9 +233,22 @@ def test_a_refund_webhook_for_our_own_refund_updates_it_and_never_creates_a_seco
     assert order_row(conn, shop["order_id"])["refund_amount"] == 20_000
 
 
+def test_a_dashboard_refund_of_the_same_amount_never_takes_over_our_pending_one(conn, shop):
+    pay_id, ours = _paid_order_with_pending_refund(conn, shop, key="rfnd-key-0002")
+    theirs = refund_entity(razorpay_id("rfnd"), payment_id=pay_id, amount=20_000, status="processed",
+                           notes={"comment": "refunded from the dashboard"})
+    assert deliver(conn, webhook_event("refund.processed", refund=theirs)) == "applied"
+    refunds = {r["source"]: r for r in rows(conn, "select * from storeops.refunds where order_id = %s", shop["order_id"])}
+    assert set(refunds) == {"api", "dashboard"}
+    assert (refunds["api"]["id"], refunds["api"]["status"], refunds["api"]["razorpay_refund_id"]) == (ours["id"], "pending", None)
+    assert (refunds["dashboard"]["razorpay_refund_id"], refunds["dashboard"]["status"]) == (theirs["id"], "processed")
+    assert order_row(conn, shop["order_id"])["refund_amount"] == 20_000
+
+
 def test_a_failed_refund_does_not_count(conn, shop):
-    pay_id, ours = _paid_order_with_pending_refund(conn, shop)
-    refund = refund_entity(payment_id=pay_id, amount=20_000, status="failed")
+    pay_id, ours = _paid_order_with_pending_refund(conn, shop, key="rfnd-key-0003")
+    refund = refund_entity(payment_id=pay_id, amount=20_000, status="failed",
+                           notes={"idempotency_key": "rfnd-key-0003", "storeops_refund_id": str(ours["id"])})
     assert deliver(conn, webhook_event("refund.failed", refund=refund)) == "applied"
     [row] = rows(conn, "select * from storeops.refunds where order_id = %s", shop["order_id"])
     assert (row["id"], row["status"]) == (ours["id"], "failed")
@@ -487,3 +500,17 @@ def test_a_mismatch_is_announced_on_storeops_alert(fresh_db):
     assert (mismatches[0]["reason"], mismatches[0]["difference"]) == ("under", -5_000)
     assert mismatches[0]["id"] and mismatches[0]["tenant_id"] == str(tenant_id)
     assert mismatches[0]["order_id"] == str(short["order_id"])
+
+
+def test_a_tenants_webhook_cannot_move_another_tenants_payment(conn, shop):
+    """Tenant A signs (with its own secret) a capture of tenant B's payment id: B's order stays unpaid."""
+    other_tenant = make_tenant(conn, "Tenant A")
+    failed = payment_entity(amount=50_000, status="failed", order_id=shop["rzp_order"], created_at=T0)
+    assert deliver(conn, webhook_event("payment.failed", payment=failed), shop["tenant_id"]) == "applied"
+    forged = dict(failed, status="captured", captured=True, error_code=None, error_description=None)
+    conn.execute("savepoint forged")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="another tenant"):
+        deliver(conn, webhook_event("payment.captured", payment=forged), other_tenant)
+    conn.execute("rollback to savepoint forged")
+    order = order_row(conn, shop["order_id"])
+    assert (order["status"], order["amount_paid"]) == ("pending", 0)

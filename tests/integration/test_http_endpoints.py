@@ -264,3 +264,14 @@ def test_verify_domain_of_another_tenant_is_404(live):
     bad = httpx.post(url, json={"domain": "not a domain!", "domain_id": str(domain_id)},
                      headers=_auth(make_token(JWT_SECRET, live["tenant_b"])))
     assert bad.status_code == 400
+
+
+@pytest.mark.parametrize("raw", [b"1e900000", b"1e999999999", b"1e-900000"])
+def test_absurd_refund_amounts_are_refused_at_once(live, fake_rzp, raw):
+    order, _payment_id = _paid_order(live, fake_rzp)
+    body = b'{"order_id": "' + order.encode() + b'", "amount": ' + raw + b"}"
+    started = time.monotonic()
+    r = httpx.post(f"{live['url']}/functions/v1/create-refund", content=body,
+                   headers={**_auth(make_token(JWT_SECRET, live["tenant_a"])), "content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert time.monotonic() - started < 2
