@@ -138,6 +138,11 @@ async def _run(settings: Settings, *, http: bool, worker: bool, scheduler: bool,
             the_worker.stop()
         if the_scheduler:
             the_scheduler.stop()
+            # A job in progress (a slow gateway, a long sweep) is interrupted: its tick stays
+            # recorded as started, and the next tick runs it again.
+            for task in tasks:
+                if task.get_name() == "scheduler":
+                    task.cancel()
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -164,13 +169,25 @@ async def _run(settings: Settings, *, http: bool, worker: bool, scheduler: bool,
             tasks.append(asyncio.create_task(the_scheduler.run(), name="scheduler"))
         log.info("storeops started", extra={"http": http, "worker": worker, "scheduler": scheduler,
                                             "worker_id": ctx.worker_id})
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        for t in done:
-            if t.exception() is not None and not stop.is_set():
-                raise t.exception()
-        if not stop.is_set():
-            await stop.wait()
-        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=9)
+        # Run until a signal asks us to stop, or a part fails (then stop the rest and say why).
+        stopper = asyncio.create_task(stop.wait())
+        watching = set(tasks)
+        while not stop.is_set():
+            done, _ = await asyncio.wait([*watching, stopper], return_when=asyncio.FIRST_COMPLETED)
+            for t in done - {stopper}:
+                watching.discard(t)
+                if not t.cancelled() and t.exception() is not None and not stop.is_set():
+                    request_stop("error")
+                    await asyncio.wait([x for x in tasks if x is not t], timeout=7)
+                    raise t.exception()
+        stopper.cancel()
+        # One shutdown budget: what has not finished in 7 s is cancelled (the worker gives its
+        # claims back first), leaving time to close the pool within the 10 s promised.
+        _done, pending = await asyncio.wait(tasks, timeout=7)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=1)
     finally:
         for t in tasks:
             t.cancel()

@@ -51,7 +51,8 @@ class Worker:
         self.webhook_batch = webhook_batch
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._inflight: set[asyncio.Task] = set()
+        self._batches: set[asyncio.Task] = set()
+        self._busy = 0
         self._flags: set[str] = set()
         self._last_full = 0.0
 
@@ -74,7 +75,7 @@ class Worker:
                     if full:
                         await self.run_webhook_retries()
                     if (full or "work" in flags) and await self.run_operations():
-                        self._flags.add("work")  # a full batch may mean more is due
+                        self._flags.add("work")  # more may be due: claim again while slots are free
                     if (full or "alert" in flags) and await self.deliver_alerts():
                         self._flags.add("alert")
                 except Exception as exc:  # the database went away: keep trying, never crash
@@ -128,9 +129,14 @@ class Worker:
                 await asyncio.sleep(min(self.poll_interval * 2, 5))
 
     async def _release(self) -> None:
-        """Graceful shutdown: finish in-flight handlers briefly, then give back what is unfinished."""
-        if self._inflight:
-            await asyncio.wait(self._inflight, timeout=5)
+        """Graceful shutdown: let in-flight operations finish for a moment, cancel the rest, and give
+        their claims back (no attempt is counted for them)."""
+        if self._batches:
+            _done, pending = await asyncio.wait(self._batches, timeout=3)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1)
         with contextlib.suppress(Exception):
             async with self.ctx.pool.connection(timeout=2) as conn:
                 await conn.execute("select storeops.release_operation_retries(%s)", (self.ctx.worker_id,))
@@ -168,10 +174,12 @@ class Worker:
 
     # -- retry queue ---------------------------------------------------------------------------
     async def run_operations(self) -> int:
+        """Claim due operations (as many as there are free slots) and start them in the background,
+        so a slow gateway never holds up webhook processing. Returns how many were claimed."""
         types = [t for t in OPERATIONS if t not in ("payment_webhook", "shipping_webhook")]
         if not types:
             return 0
-        free = self.concurrency - len(self._inflight)
+        free = self.concurrency - self._busy
         if free <= 0:
             return 0
         async with self.ctx.pool.connection() as conn:
@@ -182,25 +190,41 @@ class Worker:
             rows = [dict(zip(cols, r, strict=True)) for r in await cur.fetchall()]
         if not rows:
             return 0
-        results = await asyncio.gather(*(self._run_one(row) for row in rows))
-        done = [(r["id"], r["claim_token"]) for r, ok in zip(rows, results, strict=True) if ok is None]
-        async with self.ctx.pool.connection() as conn:
-            if done:
-                await conn.execute("select storeops.complete_operation_retries(%s, %s)",
-                                   ([d[0] for d in done], [d[1] for d in done]))
-            for row, failure in zip(rows, results, strict=True):
-                if failure is not None:
-                    error, retry_in = failure
-                    await conn.execute(
-                        "select status from storeops.fail_operation_retry(%s, %s, %s, %s::interval)",
-                        (row["id"], row["claim_token"], error,
-                         f"{retry_in} seconds" if retry_in is not None else None))
+        self._busy += len(rows)
+        task = asyncio.create_task(self._run_batch(rows))
+        self._batches.add(task)
+        task.add_done_callback(self._batches.discard)
         return len(rows)
+
+    async def _run_batch(self, rows: list[dict]) -> None:
+        """Run a claimed batch's handlers concurrently, then report it in one new transaction:
+        completions together, failures one by one (each steps its backoff). Cancelled (shutdown):
+        nothing is reported, and release_operation_retries gives the claims back."""
+        try:
+            results = await asyncio.gather(*(self._run_one(row) for row in rows))
+            done = [(r["id"], r["claim_token"]) for r, ok in zip(rows, results, strict=True) if ok is None]
+            async with self.ctx.pool.connection() as conn:
+                if done:
+                    await conn.execute("select storeops.complete_operation_retries(%s, %s)",
+                                       ([d[0] for d in done], [d[1] for d in done]))
+                for row, failure in zip(rows, results, strict=True):
+                    if failure is not None:
+                        error, retry_in = failure
+                        await conn.execute(
+                            "select status from storeops.fail_operation_retry(%s, %s, %s, %s::interval)",
+                            (row["id"], row["claim_token"], error,
+                             f"{retry_in} seconds" if retry_in is not None else None))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # reporting failed (database gone): the leases bring the rows back
+            log.warning("could not report operation results", extra={"error": str(exc)[:200]})
+        finally:
+            self._busy -= len(rows)
+            self._flags.add("work")  # free slots: look for more due work
+            self._wake.set()
 
     async def _run_one(self, row: dict) -> tuple[str, float | None] | None:
         handler = OPERATIONS[row["operation_type"]]
-        task = asyncio.current_task()
-        self._inflight.add(task)
         started = time.perf_counter()
         try:
             await handler(self.ctx, row)
@@ -214,8 +238,6 @@ class Worker:
             log.warning("operation failed", extra={"retry_id": str(row["id"]), "operation_type": row["operation_type"],
                                                     "error": f"{exc.__class__.__name__}: {exc}"[:500]})
             return f"{exc.__class__.__name__}: {exc}"[:2000], getattr(exc, "retry_after", None)
-        finally:
-            self._inflight.discard(task)
         metrics.OPERATIONS.labels(row["operation_type"], "completed").inc()
         log.info("operation completed", extra={"retry_id": str(row["id"]), "operation_type": row["operation_type"],
                                                 "ms": round((time.perf_counter() - started) * 1000, 1)})

@@ -187,3 +187,36 @@ def test_sigterm_under_load_exits_in_time_and_keeps_every_acknowledged_webhook(f
     with psycopg.connect(fresh_db) as c:
         stored = {r[0] for r in c.execute("select payload->>'awb' from storeops.shipping_webhooks").fetchall()}
     assert set(acked) <= stored
+
+
+def test_sigterm_while_a_gateway_hangs_exits_cleanly_and_gives_the_claim_back(fresh_db, tmp_path):
+    """A refund retry is waiting on a Razorpay that accepts connections and never answers."""
+    import socket as socketlib
+
+    hang = socketlib.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(16)
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        tenant = c.execute("insert into storeops.tenants (name) values ('Hang') returning id").fetchone()[0]
+        order = c.execute("""insert into storeops.orders (tenant_id, amount, status, payment_status, amount_paid,
+                             razorpay_payment_id) values (%s, 10000, 'paid', 'captured', 10000, 'pay_HangTest00001')
+                             returning id""", (tenant,)).fetchone()[0]
+        refund = c.execute("""insert into storeops.refunds (tenant_id, order_id, razorpay_payment_id, amount)
+                              values (%s, %s, 'pay_HangTest00001', 5000) returning id""", (tenant, order)).fetchone()[0]
+        c.execute("select storeops.enqueue_operation(%s, 'refund_create', %s, %s)",
+                  (tenant, refund, json.dumps({"refund_id": str(refund)})))
+        runner = RunnerProcess(fresh_db, log_path=tmp_path / "runner.log", env={
+            "RAZORPAY_API_BASE": f"http://127.0.0.1:{hang.getsockname()[1]}", "RAZORPAY_KEY_ID": "rzp_test_hang",
+            "RAZORPAY_KEY_SECRET": "hang-secret", "STOREOPS_POLL_INTERVAL": "0.2"}).start()
+        try:
+            assert _wait(lambda: c.execute("select status from storeops.operation_retry_queue").fetchone()[0]
+                         == "processing")
+            time.sleep(0.5)  # the handler is now waiting on the socket
+        finally:
+            code, took = runner.stop(signal.SIGTERM)
+            hang.close()
+        assert code == 0, runner.output()[-2000:]
+        assert took < 10
+        status, attempts, locked_by = c.execute(
+            "select status, attempts, locked_by from storeops.operation_retry_queue").fetchone()
+    assert (status, attempts, locked_by) == ("pending", 0, None)  # given back, no attempt counted
