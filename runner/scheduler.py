@@ -48,7 +48,7 @@ async def _recon_review(ctx, worker) -> object:
         return (await (await conn.execute("select storeops.review_reconciliation()")).fetchone())[0]
 
 
-async def cleanup(ctx, older_than: str = "90 days", batch: int = 5000, pause: float = 0.05) -> int:
+async def cleanup(ctx, older_than: str = "90 days", batch: int = 2000, pause: float = 0.02) -> int:
     """Delete processed webhooks older than `older_than` in short committed batches, pausing
     `pause` seconds between them so ingest keeps the CPU and I/O it needs."""
     total = 0
