@@ -321,7 +321,7 @@ class BenchEnv:
         """A fresh database cloned from the migrated template; returns its URL."""
         db = f"bench_{name}_{uuid.uuid4().hex[:6]}"
         self.cluster.psql(f'create database "{db}" template "{self.template}"')
-        url = self.cluster.url(db)
+        url = self.cluster.socket_url(db) if os.environ.get("BENCH_SOCKET") else self.cluster.url(db)
         with psycopg.connect(url, autocommit=True) as conn:  # CREATE DATABASE ... TEMPLATE copies no settings
             conn.execute("select storeops_private.configure_database()")
         return url

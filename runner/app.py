@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import uuid
 
 import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -141,17 +140,19 @@ class RequestIdMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        request_id = None
+        given = None
         for name, value in scope.get("headers", []):
             if name == b"x-request-id":
-                request_id = value.decode("latin-1")[:64]
+                given = value
                 break
-        request_id = request_id or uuid.uuid4().hex
+        request_id = webhooks.request_id(given)
         scope.setdefault("state", {})["request_id"] = request_id
 
         async def send_with_id(message):
             if message["type"] == "http.response.start":
-                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+                headers = message.setdefault("headers", [])
+                if not any(name == b"x-request-id" for name, _ in headers):  # the webhook handlers add it
+                    headers.append((b"x-request-id", request_id.encode("latin-1")))
             await send(message)
 
         try:
@@ -177,6 +178,21 @@ def routes() -> list[Route]:
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]
+
+
+class App(Starlette):
+    """Starlette, except that a POST to a webhook path goes straight to its handler (no router, no
+    middleware objects): the webhook handlers are plain ASGI and set the request id themselves.
+    Everything else, including other methods on those paths, takes Starlette's way."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            hit = webhooks.match(scope["path"])
+            if hit is not None:
+                scope["app"] = self
+                await webhooks.handle(hit[0], self.state, scope, receive, send, hit[1])
+                return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings, database_url: str, *, pool_size: int = 10, ctx: Context | None = None) -> Starlette:
@@ -212,7 +228,7 @@ def create_app(settings: Settings, database_url: str, *, pool_size: int = 10, ct
     async def not_allowed(request: Request, exc) -> Response:
         return JSONResponse({"error": f"method {request.method} not allowed on {request.url.path}"}, status_code=405)
 
-    app = Starlette(routes=routes(), lifespan=lifespan, exception_handlers={404: not_found, 405: not_allowed})
+    app = App(routes=routes(), lifespan=lifespan, exception_handlers={404: not_found, 405: not_allowed})
     app.add_middleware(RequestIdMiddleware)
 
     return app

@@ -7,25 +7,33 @@ or from the Razorpay order id in the payload. Dedup on `x-razorpay-event-id`, el
 
 Shiprocket: the token in `x-api-key`, per tenant with SHIPROCKET_WEBHOOK_SECRET as the platform
 default; dedup on awb + shipment_status_id + current_timestamp; success is exactly 200.
+
+These are plain ASGI handlers, not Starlette endpoints: they are the hot path (thousands of
+requests a second per process), and Starlette's request objects, routing and middleware cost more
+CPU per webhook than the webhook's own work. `runner.app.App` hands a POST to one of the paths
+below straight to `handle`; anything else (another method, an odd path) goes through Starlette's
+router, which mounts the same handlers, so both ways behave the same.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 import uuid
+from typing import Any
 
 import orjson
 import psycopg
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 
 from runner import metrics
 from runner.db import is_unavailable
-from runner.intake import BodyTooLarge, read_body
 
 log = logging.getLogger("storeops.webhooks")
+
+RAZORPAY_PATHS = ("/functions/v1/razorpay-webhook",)
+SHIPROCKET_PATHS = ("/functions/v1/shiprocket-webhook", "/functions/v1/shipping-webhook")
 
 
 class Rejected(Exception):
@@ -36,13 +44,114 @@ class Rejected(Exception):
         self.headers = headers or {}
 
 
-def _reject(provider: str, request: Request, exc: Rejected) -> Response:
+class _Disconnected(Exception):
+    pass
+
+
+# -- request ids ------------------------------------------------------------------------------------
+
+_ID_PREFIX = os.urandom(10).hex()  # 20 hex digits per process (re-drawn after fork, see reseed_request_ids)
+_id_counter = 0
+
+
+def reseed_request_ids() -> None:
+    """A new per-process prefix; called in each forked serve process so ids never repeat across them."""
+    global _ID_PREFIX, _id_counter
+    _ID_PREFIX, _id_counter = os.urandom(10).hex(), 0
+
+
+def request_id(given: bytes | None) -> str:
+    """The caller's X-Request-Id (first 64 characters), else a new 32-hex-digit id: a random
+    per-process prefix and a counter, which is unique like uuid4().hex at a fraction of its cost."""
+    global _id_counter
+    if given:
+        return given.decode("latin-1")[:64]
+    _id_counter += 1
+    return f"{_ID_PREFIX}{_id_counter:012x}"
+
+
+os.register_at_fork(after_in_child=reseed_request_ids)
+
+
+# -- the request ----------------------------------------------------------------------------------
+
+class WebhookRequest:
+    """What a webhook handler needs from the ASGI scope: headers by lower-case name, the client,
+    the tenant segment of the path, and the request id."""
+
+    __slots__ = ("scope", "receive", "headers", "request_id", "path_tenant", "state")
+
+    def __init__(self, scope, receive, state, path_tenant: str | None):
+        self.scope = scope
+        self.receive = receive
+        self.state = state
+        self.path_tenant = path_tenant
+        self.headers = headers = dict(scope["headers"])
+        self.request_id = scope.setdefault("state", {}).get("request_id") or request_id(headers.get(b"x-request-id"))
+        scope["state"]["request_id"] = self.request_id
+
+    def header(self, name: bytes) -> str | None:
+        value = self.headers.get(name)
+        return value.decode("latin-1") if value is not None else None
+
+    @property
+    def source(self) -> str:
+        client = self.scope.get("client")
+        return client[0] if client else "-"
+
+    async def body(self, limit: int) -> bytes:
+        """The raw body, refusing more than `limit` bytes before reading it all."""
+        declared = self.headers.get(b"content-length")
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                size = 0
+            if size > limit:
+                raise Rejected(413, "too_large", f"body of {size} bytes exceeds the {limit} byte limit")
+        receive = self.receive
+        message = await receive()
+        if message["type"] != "http.request":
+            raise _Disconnected()
+        body = message.get("body", b"")
+        if not message.get("more_body", False):
+            if len(body) > limit:
+                raise Rejected(413, "too_large", f"body exceeds the {limit} byte limit")
+            return body
+        chunks = [body]
+        size = len(body)
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                raise _Disconnected()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise Rejected(413, "too_large", f"body exceeds the {limit} byte limit")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+_JSON = b"application/json"
+
+
+async def _respond(send, status: int, body: bytes, request_id: str, headers: dict | None = None) -> None:
+    head = [(b"content-type", _JSON), (b"content-length", b"%d" % len(body)),
+            (b"x-request-id", request_id.encode("latin-1"))]
+    if headers:
+        head.extend((k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in headers.items())
+    await send({"type": "http.response.start", "status": status, "headers": head})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _reject(provider: str, req: WebhookRequest, exc: Rejected):
     metrics.WEBHOOKS_REJECTED.labels(provider, exc.reason).inc()
     log.warning("webhook rejected", extra={
         "provider": provider, "status": exc.status, "reason": exc.reason, "detail": str(exc),
-        "request_id": request.state.request_id, "source": request.client.host if request.client else None,
+        "request_id": req.request_id, "source": req.source,
     })
-    return JSONResponse({"error": str(exc)}, status_code=exc.status, headers=exc.headers)
+    return exc.status, orjson.dumps({"error": str(exc)}), exc.headers
 
 
 def _parse_json(body: bytes) -> dict:
@@ -57,17 +166,26 @@ def _parse_json(body: bytes) -> dict:
     return payload
 
 
-def _path_tenant(request: Request) -> str | None:
-    raw = request.path_params.get("tenant_id")
+_TENANTS: dict[str, str] = {}
+
+
+def _path_tenant(raw: str | None) -> str | None:
+    """The URL's tenant id in canonical form; 404 when it is not a uuid. Parsed once per id."""
     if raw is None:
         return None
-    try:
-        return str(uuid.UUID(raw))
-    except ValueError as exc:
-        raise Rejected(404, "unknown_tenant", f"unknown tenant {raw!r}") from exc
+    tenant = _TENANTS.get(raw)
+    if tenant is None:
+        try:
+            tenant = str(uuid.UUID(raw))
+        except ValueError as exc:
+            raise Rejected(404, "unknown_tenant", f"unknown tenant {raw!r}") from exc
+        if len(_TENANTS) >= 100_000:
+            _TENANTS.clear()
+        _TENANTS[raw] = tenant
+    return tenant
 
 
-def _rate_limit(request: Request, key: str, limiter) -> None:
+def _rate_limit(key: str, limiter) -> None:
     if limiter.rate <= 0:  # turned off (0): nothing to check
         return
     wait = limiter.check(key)
@@ -91,8 +209,8 @@ def _razorpay_order_id(payload: dict) -> str | None:
     return None
 
 
-_COUNTERS: dict[tuple[bool, str, str], object] = {}
-_LATENCY: dict[str, object] = {}
+_COUNTERS: dict[tuple[bool, str, str], Any] = {}
+_LATENCY: dict[str, Any] = {}
 
 
 def _counter(is_new: bool, provider: str, webhook_type: str):
@@ -113,16 +231,12 @@ def _latency(provider: str):
     return child
 
 
-def _ok(content: dict) -> Response:
-    """The same bytes and headers as JSONResponse(content), serialised by orjson."""
-    return Response(orjson.dumps(content), media_type="application/json")
-
-
-async def _store(request: Request, provider: str, kind: str, tenant_id: str | None, event_id: str,
+async def _store(req: WebhookRequest, provider: str, kind: str, tenant_id: str | None, event_id: str,
                  webhook_type: str, body: bytes, started: float) -> bool:
-    app_state = request.app.state
+    """Store the webhook (its log line is written per committed batch, by the batcher)."""
     try:
-        is_new = await app_state.batchers[kind].submit(tenant_id, event_id, webhook_type, body.decode())
+        is_new = await req.state.batchers[kind].submit(tenant_id, event_id, webhook_type, body.decode(),
+                                                        req.request_id)
     except Exception as exc:
         if is_unavailable(exc) or isinstance(exc, TimeoutError):
             raise Rejected(503, "database_unavailable", "storage unavailable, retry later",
@@ -133,35 +247,30 @@ async def _store(request: Request, provider: str, kind: str, tenant_id: str | No
         raise
     _counter(is_new, provider, webhook_type).inc()
     _latency(provider).observe(time.perf_counter() - started)
-    log.info("webhook stored" if is_new else "webhook duplicate", extra={
-        "provider": provider, "event_id": event_id, "type": webhook_type, "tenant_id": tenant_id,
-        "request_id": request.state.request_id,
-    })
     return is_new
 
 
-async def _receive(request: Request, credential_header: str) -> tuple[str | None, bytes, str]:
+async def _receive(req: WebhookRequest, credential_header: str) -> tuple[str | None, bytes, str]:
     """What both providers' endpoints do first: the per-source rate limit, the URL's tenant, the raw
     body (413 past the limit) and the credential header (401 when missing)."""
-    _rate_limit(request, f"source:{request.client.host if request.client else '-'}", request.app.state.source_limiter)
-    tenant_id = _path_tenant(request)
-    try:
-        body = await read_body(request, request.app.state.ctx.settings.max_body_bytes)
-    except BodyTooLarge as exc:
-        raise Rejected(413, "too_large", str(exc)) from exc
-    credential = request.headers.get(credential_header)
+    state = req.state
+    if state.source_limiter.rate > 0:
+        _rate_limit(f"source:{req.source}", state.source_limiter)
+    tenant_id = _path_tenant(req.path_tenant)
+    body = await req.body(state.ctx.settings.max_body_bytes)
+    credential = req.header(credential_header.lower().encode())
     if not credential:
         raise Rejected(401, "unsigned", f"missing {credential_header} header")
     return tenant_id, body, credential
 
 
-async def _tenant_credentials(request: Request, tenant_id: str | None, lookup: str | None, lookup_args: tuple,
+async def _tenant_credentials(req: WebhookRequest, tenant_id: str | None, lookup: str | None, lookup_args: tuple,
                               kind: str, platform: str | None, what: str):
     """The tenant (from the URL, else from `lookup` over the payload's references) and the secrets
     to check against: the tenant's own when it has any, else the platform's. Returns
     (tenant_id, config or None, secrets). 404 for a URL tenant that does not exist, 503 when the
     database cannot be asked, 401 when nothing is configured."""
-    ctx = request.app.state.ctx
+    ctx = req.state.ctx
     try:
         if tenant_id is None and lookup is not None:
             async with ctx.pool.connection(timeout=4.0) as conn:
@@ -173,7 +282,7 @@ async def _tenant_credentials(request: Request, tenant_id: str | None, lookup: s
             raise Rejected(503, "database_unavailable", "storage unavailable, retry later",
                            headers={"Retry-After": "5"}) from exc
         raise
-    if request.path_params.get("tenant_id") is not None and (cfg is None or not cfg.exists):
+    if req.path_tenant is not None and (cfg is None or not cfg.exists):
         raise Rejected(404, "unknown_tenant", f"unknown tenant {tenant_id}")
     secrets = cfg.secrets if cfg and cfg.secrets else [platform] if platform else []
     if not secrets:
@@ -181,41 +290,41 @@ async def _tenant_credentials(request: Request, tenant_id: str | None, lookup: s
     return tenant_id, cfg, secrets
 
 
-async def razorpay_webhook(request: Request) -> Response:
+async def _razorpay(req: WebhookRequest) -> tuple[int, bytes, dict | None]:
     from runner import razorpay
 
     started = time.perf_counter()
-    settings = request.app.state.ctx.settings
+    settings = req.state.ctx.settings
     try:
-        tenant_id, body, signature = await _receive(request, "X-Razorpay-Signature")
+        tenant_id, body, signature = await _receive(req, "X-Razorpay-Signature")
         payload = _parse_json(body)
         event = payload.get("event")
         if not isinstance(event, str) or not event:
             raise Rejected(400, "malformed", "body has no \"event\" name")
-        order_id = _razorpay_order_id(payload)
+        order_id = _razorpay_order_id(payload) if tenant_id is None else None
         tenant_id, cfg, secrets = await _tenant_credentials(
-            request, tenant_id, "select storeops.get_tenant_for_razorpay_order(%s)" if order_id else None, (order_id,),
+            req, tenant_id, "select storeops.get_tenant_for_razorpay_order(%s)" if order_id else None, (order_id,),
             "razorpay_webhook", settings.razorpay_webhook_secret, "Razorpay webhook secret")
         if not razorpay.verify_signature(body, signature, secrets):
             raise Rejected(401, "bad_signature", "X-Razorpay-Signature does not match the body")
         if cfg and cfg.account_id and payload.get("account_id") != cfg.account_id:
             raise Rejected(401, "account_mismatch", "account_id in the webhook does not belong to this tenant")
-        if tenant_id:
-            _rate_limit(request, f"tenant:{tenant_id}", request.app.state.tenant_limiter)
-        event_id = request.headers.get("x-razorpay-event-id") or "sha256:" + hashlib.sha256(body).hexdigest()
-        is_new = await _store(request, "razorpay", "payment", tenant_id, event_id, event, body, started)
+        if tenant_id and req.state.tenant_limiter.rate > 0:
+            _rate_limit(f"tenant:{tenant_id}", req.state.tenant_limiter)
+        event_id = req.header(b"x-razorpay-event-id") or "sha256:" + hashlib.sha256(body).hexdigest()
+        is_new = await _store(req, "razorpay", "payment", tenant_id, event_id, event, body, started)
     except Rejected as exc:
-        return _reject("razorpay", request, exc)
-    return _ok({"status": "ok" if is_new else "duplicate", "event_id": event_id})
+        return _reject("razorpay", req, exc)
+    return 200, orjson.dumps({"status": "ok" if is_new else "duplicate", "event_id": event_id}), None
 
 
-async def shiprocket_webhook(request: Request) -> Response:
+async def _shiprocket(req: WebhookRequest) -> tuple[int, bytes, dict | None]:
     from runner import shiprocket
 
     started = time.perf_counter()
-    settings = request.app.state.ctx.settings
+    settings = req.state.ctx.settings
     try:
-        tenant_id, body, token = await _receive(request, "x-api-key")
+        tenant_id, body, token = await _receive(req, "x-api-key")
         payload = _parse_json(body)
         try:
             event_id = shiprocket.event_key(payload)
@@ -224,14 +333,55 @@ async def shiprocket_webhook(request: Request) -> Response:
             raise Rejected(400, "malformed", f"not a Shiprocket tracking event: {exc}") from exc
         awb, order_ref = payload.get("awb"), payload.get("sr_order_id") or payload.get("order_id")
         tenant_id, _cfg, tokens = await _tenant_credentials(
-            request, tenant_id, "select storeops.get_tenant_for_awb(%s, %s)",
+            req, tenant_id, "select storeops.get_tenant_for_awb(%s, %s)",
             (str(awb) if awb is not None else None, str(order_ref) if order_ref is not None else None),
             "shiprocket_webhook", settings.shiprocket_webhook_secret, "Shiprocket webhook token")
         if not shiprocket.verify_token(token, tokens):
             raise Rejected(401, "bad_token", "x-api-key does not match")
-        if tenant_id:
-            _rate_limit(request, f"tenant:{tenant_id}", request.app.state.tenant_limiter)
-        is_new = await _store(request, "shiprocket", "shipping", tenant_id, event_id, webhook_type, body, started)
+        if tenant_id and req.state.tenant_limiter.rate > 0:
+            _rate_limit(f"tenant:{tenant_id}", req.state.tenant_limiter)
+        is_new = await _store(req, "shiprocket", "shipping", tenant_id, event_id, webhook_type, body, started)
     except Rejected as exc:
-        return _reject("shiprocket", request, exc)
-    return _ok({"status": "ok" if is_new else "duplicate"})
+        return _reject("shiprocket", req, exc)
+    return 200, orjson.dumps({"status": "ok" if is_new else "duplicate"}), None
+
+
+async def handle(handler, state, scope, receive, send, path_tenant: str | None) -> None:
+    """Run one webhook handler over raw ASGI and send its answer (500 on a bug, logged)."""
+    req = WebhookRequest(scope, receive, state, path_tenant)
+    try:
+        status, body, headers = await handler(req)
+    except _Disconnected:
+        return  # the client went away before sending its body: nothing was stored, nobody to answer
+    except Exception:
+        log.exception("unhandled error", extra={"request_id": req.request_id, "path": scope.get("path")})
+        status, body, headers = 500, b'{"error":"internal error"}', None
+    await _respond(send, status, body, req.request_id, headers)
+
+
+def match(path: str):
+    """(handler, tenant segment or None) for a webhook path, else None."""
+    for prefixes, handler in ((RAZORPAY_PATHS, _razorpay), (SHIPROCKET_PATHS, _shiprocket)):
+        for prefix in prefixes:
+            if path.startswith(prefix):
+                rest = path[len(prefix):]
+                if not rest:
+                    return handler, None
+                if rest[0] == "/" and len(rest) > 1 and "/" not in rest[1:]:
+                    return handler, rest[1:]
+    return None
+
+
+class Endpoint:
+    """A webhook handler mounted as a Starlette route (an ASGI app, not a request function)."""
+
+    def __init__(self, handler):
+        self.handler = handler
+
+    async def __call__(self, scope, receive, send) -> None:
+        await handle(self.handler, scope["app"].state, scope, receive, send,
+                     scope.get("path_params", {}).get("tenant_id"))
+
+
+razorpay_webhook = Endpoint(_razorpay)
+shiprocket_webhook = Endpoint(_shiprocket)
