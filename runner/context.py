@@ -31,6 +31,13 @@ class Context:
     _tenant_cache: dict[tuple[str, str], tuple[float, TenantWebhookConfig]] = field(default_factory=dict)
     tenant_cache_ttl: float = 15.0
 
+    def cached_webhook_config(self, tenant_id: str, kind: str) -> TenantWebhookConfig | None:
+        """The cached config when there is a fresh one, else None (no database call)."""
+        hit = self._tenant_cache.get((tenant_id, kind))
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        return None
+
     async def tenant_webhook_config(self, tenant_id: str, kind: str) -> TenantWebhookConfig:
         """The tenant's active secrets of `kind` (both during a rotation) and its Razorpay account id."""
         key = (tenant_id, kind)

@@ -114,14 +114,20 @@ class IngestBatcher:
         self._tasks.append(loop.create_task(self._notify_loop()))
         self._tasks.append(loop.create_task(self._expire_loop()))
 
-    async def submit(self, tenant_id: str | None, event_id: str, webhook_type: str, payload: str,
-                     request_id: str | None = None) -> bool:
-        """Store one webhook durably. True if new, False if it was a duplicate. Raises on DB failure,
-        and TimeoutError when it is not stored within `timeout` seconds."""
+    def enqueue(self, tenant_id: str | None, event_id: str, webhook_type: str, payload: str,
+                request_id: str | None = None) -> asyncio.Future:
+        """Queue one webhook for the next batch. The future resolves to True once it is committed
+        as new, False if it was a duplicate; it fails when the database does, and with
+        TimeoutError when it is not stored within `timeout` seconds."""
         fut = self._loop.create_future()
         self.queue.put_nowait(_Item(tenant_id, event_id, webhook_type, payload, request_id, fut))
         self._deadlines.append((self._loop.time() + self.timeout, fut))
-        return await fut
+        return fut
+
+    async def submit(self, tenant_id: str | None, event_id: str, webhook_type: str, payload: str,
+                     request_id: str | None = None) -> bool:
+        """Store one webhook durably: True if new, False if it was a duplicate (see enqueue)."""
+        return await self.enqueue(tenant_id, event_id, webhook_type, payload, request_id)
 
     async def _expire_loop(self, every: float = 0.05) -> None:
         deadlines = self._deadlines

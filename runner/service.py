@@ -87,8 +87,9 @@ class _CoalescingTransport:
         return getattr(self._transport, name)
 
 
-def http_protocol():
-    """uvicorn's httptools protocol writing through _CoalescingTransport ("auto" without httptools)."""
+def http_protocol(app=None):
+    """uvicorn's httptools protocol writing through _CoalescingTransport ("auto" without httptools).
+    Given the runner's app, plain webhook POSTs are handled at the protocol level (runner.fasthttp)."""
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
     except ImportError:
@@ -98,7 +99,11 @@ def http_protocol():
         def connection_made(self, transport) -> None:
             super().connection_made(_CoalescingTransport(transport, self.loop))
 
-    return CoalescingHttpToolsProtocol
+    if app is None:
+        return CoalescingHttpToolsProtocol
+    from runner.fasthttp import webhook_protocol
+
+    return webhook_protocol(CoalescingHttpToolsProtocol, app)
 
 
 def endpoint_urls(host: str, port: int) -> list[str]:
@@ -150,9 +155,10 @@ async def _run(settings: Settings, *, http: bool, worker: bool, scheduler: bool,
 
     try:
         if http:
-            config = uvicorn.Config(create_app(settings, url, ctx=ctx), host=settings.http_host, port=settings.http_port,
+            app = create_app(settings, url, ctx=ctx)
+            config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port,
                                     log_config=None, access_log=False, timeout_graceful_shutdown=5,
-                                    lifespan="on", loop="asyncio", http=http_protocol())
+                                    lifespan="on", loop="asyncio", http=http_protocol(app))
             server = _Server(config)
             tasks.append(asyncio.create_task(server.serve(sockets=[sock] if sock else None), name="http"))
             if announce:

@@ -22,12 +22,13 @@ import logging
 import os
 import time
 import uuid
+from http import HTTPStatus
 from typing import Any
 
 import orjson
 import psycopg
 
-from runner import metrics
+from runner import metrics, razorpay, shiprocket
 from runner.db import is_unavailable
 
 log = logging.getLogger("storeops.webhooks")
@@ -79,11 +80,12 @@ class WebhookRequest:
     """What a webhook handler needs from the ASGI scope: headers by lower-case name, the client,
     the tenant segment of the path, and the request id."""
 
-    __slots__ = ("scope", "receive", "headers", "request_id", "path_tenant", "state")
+    __slots__ = ("scope", "receive", "headers", "request_id", "path_tenant", "state", "preread")
 
-    def __init__(self, scope, receive, state, path_tenant: str | None):
+    def __init__(self, scope, receive, state, path_tenant: str | None, body: bytes | None = None):
         self.scope = scope
         self.receive = receive
+        self.preread = body  # the whole body when the HTTP layer has read it already (runner.fasthttp)
         self.state = state
         self.path_tenant = path_tenant
         self.headers = headers = dict(scope["headers"])
@@ -109,6 +111,10 @@ class WebhookRequest:
                 size = 0
             if size > limit:
                 raise Rejected(413, "too_large", f"body of {size} bytes exceeds the {limit} byte limit")
+        if self.preread is not None:
+            if len(self.preread) > limit:
+                raise Rejected(413, "too_large", f"body exceeds the {limit} byte limit")
+            return self.preread
         receive = self.receive
         message = await receive()
         if message["type"] != "http.request":
@@ -231,45 +237,74 @@ def _latency(provider: str):
     return child
 
 
-async def _store(req: WebhookRequest, provider: str, kind: str, tenant_id: str | None, event_id: str,
-                 webhook_type: str, body: bytes, started: float) -> bool:
-    """Store the webhook (its log line is written per committed batch, by the batcher)."""
-    try:
-        is_new = await req.state.batchers[kind].submit(tenant_id, event_id, webhook_type, body.decode(),
-                                                        req.request_id)
-    except Exception as exc:
-        if is_unavailable(exc) or isinstance(exc, TimeoutError):
-            raise Rejected(503, "database_unavailable", "storage unavailable, retry later",
-                           headers={"Retry-After": "5"}) from exc
-        if isinstance(exc, psycopg.DataError):  # e.g. a number jsonb cannot hold (1e-20000)
-            detail = exc.diag.message_primary or str(exc).splitlines()[0]
-            raise Rejected(400, "malformed", f"body has a value that cannot be stored: {detail}") from exc
-        raise
-    _counter(is_new, provider, webhook_type).inc()
-    _latency(provider).observe(time.perf_counter() - started)
-    return is_new
+def _store_error(exc: BaseException) -> Rejected:
+    """What a failed store is answered: 503 when the database is down or slow (the provider
+    retries), 400 for a value Postgres cannot hold. Anything else is a bug and is re-raised."""
+    if is_unavailable(exc) or isinstance(exc, TimeoutError):
+        return Rejected(503, "database_unavailable", "storage unavailable, retry later", headers={"Retry-After": "5"})
+    if isinstance(exc, psycopg.DataError):  # e.g. a number jsonb cannot hold (1e-20000)
+        detail = exc.diag.message_primary or str(exc).splitlines()[0]
+        return Rejected(400, "malformed", f"body has a value that cannot be stored: {detail}")
+    raise exc
 
 
-async def _receive(req: WebhookRequest, credential_header: str) -> tuple[str | None, bytes, str]:
-    """What both providers' endpoints do first: the per-source rate limit, the URL's tenant, the raw
-    body (413 past the limit) and the credential header (401 when missing)."""
-    state = req.state
-    if state.source_limiter.rate > 0:
-        _rate_limit(f"source:{req.source}", state.source_limiter)
-    tenant_id = _path_tenant(req.path_tenant)
-    body = await req.body(state.ctx.settings.max_body_bytes)
-    credential = req.header(credential_header.lower().encode())
-    if not credential:
-        raise Rejected(401, "unsigned", f"missing {credential_header} header")
-    return tenant_id, body, credential
+class _Accepted:
+    """A webhook that passed every check and is handed to the batcher: what to store and how to
+    answer once its batch has committed. (Log lines are per committed batch, by the batcher.)"""
+
+    __slots__ = ("provider", "kind", "tenant_id", "event_id", "webhook_type", "body", "started", "with_event_id")
+
+    def __init__(self, provider, kind, tenant_id, event_id, webhook_type, body, started, with_event_id):
+        self.provider = provider
+        self.kind = kind
+        self.tenant_id = tenant_id
+        self.event_id = event_id
+        self.webhook_type = webhook_type
+        self.body = body
+        self.started = started
+        self.with_event_id = with_event_id
+
+    def submit(self, req: WebhookRequest):
+        return req.state.batchers[self.kind].enqueue(self.tenant_id, self.event_id, self.webhook_type,
+                                                     self.body.decode(), req.request_id)
+
+    def answer(self, is_new: bool) -> tuple[int, bytes, None]:
+        _counter(is_new, self.provider, self.webhook_type).inc()
+        _latency(self.provider).observe(time.perf_counter() - self.started)
+        content = {"status": "ok" if is_new else "duplicate"}
+        if self.with_event_id:
+            content["event_id"] = self.event_id
+        return 200, orjson.dumps(content), None
 
 
-async def _tenant_credentials(req: WebhookRequest, tenant_id: str | None, lookup: str | None, lookup_args: tuple,
-                              kind: str, platform: str | None, what: str):
-    """The tenant (from the URL, else from `lookup` over the payload's references) and the secrets
-    to check against: the tenant's own when it has any, else the platform's. Returns
-    (tenant_id, config or None, secrets). 404 for a URL tenant that does not exist, 503 when the
-    database cannot be asked, 401 when nothing is configured."""
+def _check_source(req: WebhookRequest) -> None:
+    limiter = req.state.source_limiter
+    if limiter.rate > 0:
+        _rate_limit(f"source:{req.source}", limiter)
+
+
+def _credential(req: WebhookRequest, header: str) -> str:
+    value = req.header(header.lower().encode())
+    if not value:
+        raise Rejected(401, "unsigned", f"missing {header} header")
+    return value
+
+
+def _secrets(req: WebhookRequest, tenant_id: str | None, cfg, platform: str | None, what: str) -> list[str]:
+    """The tenant's own secrets when it has any, else the platform's; 404 for a URL tenant that
+    does not exist, 401 when nothing is configured."""
+    if req.path_tenant is not None and (cfg is None or not cfg.exists):
+        raise Rejected(404, "unknown_tenant", f"unknown tenant {tenant_id}")
+    secrets = cfg.secrets if cfg and cfg.secrets else [platform] if platform else []
+    if not secrets:
+        raise Rejected(401, "no_secret", f"no {what} is configured for this tenant")
+    return secrets
+
+
+async def _tenant_config(req: WebhookRequest, tenant_id: str | None, lookup: str | None, lookup_args: tuple,
+                         kind: str):
+    """The tenant (from the URL, else from `lookup` over the payload's references) and its webhook
+    config. 503 when the database cannot be asked."""
     ctx = req.state.ctx
     try:
         if tenant_id is None and lookup is not None:
@@ -282,81 +317,188 @@ async def _tenant_credentials(req: WebhookRequest, tenant_id: str | None, lookup
             raise Rejected(503, "database_unavailable", "storage unavailable, retry later",
                            headers={"Retry-After": "5"}) from exc
         raise
-    if req.path_tenant is not None and (cfg is None or not cfg.exists):
-        raise Rejected(404, "unknown_tenant", f"unknown tenant {tenant_id}")
-    secrets = cfg.secrets if cfg and cfg.secrets else [platform] if platform else []
-    if not secrets:
-        raise Rejected(401, "no_secret", f"no {what} is configured for this tenant")
-    return tenant_id, cfg, secrets
+    return tenant_id, cfg
 
 
-async def _razorpay(req: WebhookRequest) -> tuple[int, bytes, dict | None]:
-    from runner import razorpay
+# -- Razorpay ---------------------------------------------------------------------------------------
 
+_RZP_KIND = "razorpay_webhook"
+
+
+def _razorpay_parse(body: bytes) -> tuple[dict, str]:
+    payload = _parse_json(body)
+    event = payload.get("event")
+    if not isinstance(event, str) or not event:
+        raise Rejected(400, "malformed", "body has no \"event\" name")
+    return payload, event
+
+
+def _razorpay_accept(req: WebhookRequest, body: bytes, signature: str, payload: dict, event: str,
+                     tenant_id: str | None, cfg, started: float) -> _Accepted:
+    secrets = _secrets(req, tenant_id, cfg, req.state.ctx.settings.razorpay_webhook_secret, "Razorpay webhook secret")
+    if not razorpay.verify_signature(body, signature, secrets):
+        raise Rejected(401, "bad_signature", "X-Razorpay-Signature does not match the body")
+    if cfg and cfg.account_id and payload.get("account_id") != cfg.account_id:
+        raise Rejected(401, "account_mismatch", "account_id in the webhook does not belong to this tenant")
+    if tenant_id and req.state.tenant_limiter.rate > 0:
+        _rate_limit(f"tenant:{tenant_id}", req.state.tenant_limiter)
+    event_id = req.header(b"x-razorpay-event-id") or "sha256:" + hashlib.sha256(body).hexdigest()
+    return _Accepted("razorpay", "payment", tenant_id, event_id, event, body, started, True)
+
+
+async def _razorpay(req: WebhookRequest) -> _Accepted:
     started = time.perf_counter()
-    settings = req.state.ctx.settings
-    try:
-        tenant_id, body, signature = await _receive(req, "X-Razorpay-Signature")
-        payload = _parse_json(body)
-        event = payload.get("event")
-        if not isinstance(event, str) or not event:
-            raise Rejected(400, "malformed", "body has no \"event\" name")
-        order_id = _razorpay_order_id(payload) if tenant_id is None else None
-        tenant_id, cfg, secrets = await _tenant_credentials(
-            req, tenant_id, "select storeops.get_tenant_for_razorpay_order(%s)" if order_id else None, (order_id,),
-            "razorpay_webhook", settings.razorpay_webhook_secret, "Razorpay webhook secret")
-        if not razorpay.verify_signature(body, signature, secrets):
-            raise Rejected(401, "bad_signature", "X-Razorpay-Signature does not match the body")
-        if cfg and cfg.account_id and payload.get("account_id") != cfg.account_id:
-            raise Rejected(401, "account_mismatch", "account_id in the webhook does not belong to this tenant")
-        if tenant_id and req.state.tenant_limiter.rate > 0:
-            _rate_limit(f"tenant:{tenant_id}", req.state.tenant_limiter)
-        event_id = req.header(b"x-razorpay-event-id") or "sha256:" + hashlib.sha256(body).hexdigest()
-        is_new = await _store(req, "razorpay", "payment", tenant_id, event_id, event, body, started)
-    except Rejected as exc:
-        return _reject("razorpay", req, exc)
-    return 200, orjson.dumps({"status": "ok" if is_new else "duplicate", "event_id": event_id}), None
+    _check_source(req)
+    tenant_id = _path_tenant(req.path_tenant)
+    body = await req.body(req.state.ctx.settings.max_body_bytes)
+    signature = _credential(req, "X-Razorpay-Signature")
+    payload, event = _razorpay_parse(body)
+    order_id = _razorpay_order_id(payload) if tenant_id is None else None
+    tenant_id, cfg = await _tenant_config(
+        req, tenant_id, "select storeops.get_tenant_for_razorpay_order(%s)" if order_id else None, (order_id,), _RZP_KIND)
+    return _razorpay_accept(req, body, signature, payload, event, tenant_id, cfg, started)
 
 
-async def _shiprocket(req: WebhookRequest) -> tuple[int, bytes, dict | None]:
-    from runner import shiprocket
-
+def _razorpay_now(req: WebhookRequest, body: bytes) -> _Accepted | None:
+    """_razorpay without waiting: None when it needs the database first (no tenant in the URL, or
+    the tenant's secrets are not cached)."""
     started = time.perf_counter()
-    settings = req.state.ctx.settings
+    tenant = _TENANTS.get(req.path_tenant) if req.path_tenant is not None else None
+    cfg = req.state.ctx.cached_webhook_config(tenant, _RZP_KIND) if tenant is not None else None
+    if cfg is None:  # (nothing consumed yet, e.g. no rate-limit token: the waiting path starts over)
+        return None
+    _check_source(req)
+    tenant_id = tenant
+    if len(body) > req.state.ctx.settings.max_body_bytes:
+        raise Rejected(413, "too_large", f"body exceeds the {req.state.ctx.settings.max_body_bytes} byte limit")
+    signature = _credential(req, "X-Razorpay-Signature")
+    payload, event = _razorpay_parse(body)
+    return _razorpay_accept(req, body, signature, payload, event, tenant_id, cfg, started)
+
+
+# -- Shiprocket -------------------------------------------------------------------------------------
+
+_SR_KIND = "shiprocket_webhook"
+
+
+def _shiprocket_parse(body: bytes) -> tuple[dict, str, str]:
+    payload = _parse_json(body)
     try:
-        tenant_id, body, token = await _receive(req, "x-api-key")
-        payload = _parse_json(body)
+        return payload, shiprocket.event_key(payload), shiprocket.webhook_type(payload)
+    except (KeyError, TypeError, ValueError, RecursionError) as exc:
+        raise Rejected(400, "malformed", f"not a Shiprocket tracking event: {exc}") from exc
+
+
+def _shiprocket_accept(req: WebhookRequest, body: bytes, token: str, event_id: str, webhook_type: str,
+                       tenant_id: str | None, cfg, started: float) -> _Accepted:
+    tokens = _secrets(req, tenant_id, cfg, req.state.ctx.settings.shiprocket_webhook_secret, "Shiprocket webhook token")
+    if not shiprocket.verify_token(token, tokens):
+        raise Rejected(401, "bad_token", "x-api-key does not match")
+    if tenant_id and req.state.tenant_limiter.rate > 0:
+        _rate_limit(f"tenant:{tenant_id}", req.state.tenant_limiter)
+    return _Accepted("shiprocket", "shipping", tenant_id, event_id, webhook_type, body, started, False)
+
+
+async def _shiprocket(req: WebhookRequest) -> _Accepted:
+    started = time.perf_counter()
+    _check_source(req)
+    tenant_id = _path_tenant(req.path_tenant)
+    body = await req.body(req.state.ctx.settings.max_body_bytes)
+    token = _credential(req, "x-api-key")
+    payload, event_id, webhook_type = _shiprocket_parse(body)
+    awb, order_ref = payload.get("awb"), payload.get("sr_order_id") or payload.get("order_id")
+    tenant_id, cfg = await _tenant_config(
+        req, tenant_id, "select storeops.get_tenant_for_awb(%s, %s)",
+        (str(awb) if awb is not None else None, str(order_ref) if order_ref is not None else None), _SR_KIND)
+    return _shiprocket_accept(req, body, token, event_id, webhook_type, tenant_id, cfg, started)
+
+
+def _shiprocket_now(req: WebhookRequest, body: bytes) -> _Accepted | None:
+    started = time.perf_counter()
+    tenant = _TENANTS.get(req.path_tenant) if req.path_tenant is not None else None
+    cfg = req.state.ctx.cached_webhook_config(tenant, _SR_KIND) if tenant is not None else None
+    if cfg is None:  # (nothing consumed yet, e.g. no rate-limit token: the waiting path starts over)
+        return None
+    _check_source(req)
+    tenant_id = tenant
+    if len(body) > req.state.ctx.settings.max_body_bytes:
+        raise Rejected(413, "too_large", f"body exceeds the {req.state.ctx.settings.max_body_bytes} byte limit")
+    token = _credential(req, "x-api-key")
+    _payload, event_id, webhook_type = _shiprocket_parse(body)
+    return _shiprocket_accept(req, body, token, event_id, webhook_type, tenant_id, cfg, started)
+
+
+# -- running a handler ------------------------------------------------------------------------------
+
+_PROVIDER = {_razorpay: "razorpay", _shiprocket: "shiprocket"}
+_NOW = {_razorpay: _razorpay_now, _shiprocket: _shiprocket_now}
+_INTERNAL_ERROR = b'{"error":"internal error"}'
+
+STATUS_LINES = {status: f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode()
+                for status in (200, 400, 401, 404, 413, 429, 500, 503)}
+
+
+def _bug(req: WebhookRequest) -> tuple[int, bytes, None]:
+    log.exception("unhandled error", extra={"request_id": req.request_id, "path": req.scope.get("path")})
+    return 500, _INTERNAL_ERROR, None
+
+
+def stored_answer(req: WebhookRequest, accepted: _Accepted, future) -> tuple[int, bytes, dict | None]:
+    """The answer once the batcher has resolved `future` (stored, duplicate, or failed)."""
+    try:
+        exc = future.exception()
+        if exc is None:
+            return accepted.answer(future.result())
+        return _reject(accepted.provider, req, _store_error(exc))
+    except Exception:
+        return _bug(req)
+
+
+async def process(handler, state, scope, receive, path_tenant: str | None, body: bytes | None = None):
+    """Run one webhook handler: (status, response body, extra headers, request id), or None when
+    the client went away before sending its body (nothing stored, nobody to answer). A bug is
+    logged and answered 500."""
+    req = WebhookRequest(scope, receive, state, path_tenant, body)
+    try:
+        accepted = await handler(req)
+        future = accepted.submit(req)
         try:
-            event_id = shiprocket.event_key(payload)
-            webhook_type = shiprocket.webhook_type(payload)
-        except (KeyError, TypeError, ValueError, RecursionError) as exc:
-            raise Rejected(400, "malformed", f"not a Shiprocket tracking event: {exc}") from exc
-        awb, order_ref = payload.get("awb"), payload.get("sr_order_id") or payload.get("order_id")
-        tenant_id, _cfg, tokens = await _tenant_credentials(
-            req, tenant_id, "select storeops.get_tenant_for_awb(%s, %s)",
-            (str(awb) if awb is not None else None, str(order_ref) if order_ref is not None else None),
-            "shiprocket_webhook", settings.shiprocket_webhook_secret, "Shiprocket webhook token")
-        if not shiprocket.verify_token(token, tokens):
-            raise Rejected(401, "bad_token", "x-api-key does not match")
-        if tenant_id and req.state.tenant_limiter.rate > 0:
-            _rate_limit(f"tenant:{tenant_id}", req.state.tenant_limiter)
-        is_new = await _store(req, "shiprocket", "shipping", tenant_id, event_id, webhook_type, body, started)
+            await future
+        except Exception:
+            pass  # stored_answer reads it from the future
+        status, out, headers = stored_answer(req, accepted, future)
     except Rejected as exc:
-        return _reject("shiprocket", req, exc)
-    return 200, orjson.dumps({"status": "ok" if is_new else "duplicate"}), None
+        status, out, headers = _reject(_PROVIDER[handler], req, exc)
+    except _Disconnected:
+        return None
+    except Exception:
+        status, out, headers = _bug(req)
+    return status, out, headers, req.request_id
+
+
+def accept_now(handler, state, scope, path_tenant: str | None, body: bytes):
+    """The webhook checked and handed to the batcher without waiting for anything, when that is
+    possible (the tenant is in the URL and its secrets are cached): the common case, and the
+    cheapest, since no task has to run. Returns None when it is not possible (use process()),
+    else (request, answer) for an immediate answer or (request, (accepted, future)) to answer with
+    stored_answer() when the future is done."""
+    req = WebhookRequest(scope, None, state, path_tenant, body)
+    try:
+        accepted = _NOW[handler](req, body)
+        if accepted is None:
+            return None
+        return req, (accepted, accepted.submit(req))
+    except Rejected as exc:
+        return req, _reject(_PROVIDER[handler], req, exc)
+    except Exception:
+        return req, _bug(req)
 
 
 async def handle(handler, state, scope, receive, send, path_tenant: str | None) -> None:
-    """Run one webhook handler over raw ASGI and send its answer (500 on a bug, logged)."""
-    req = WebhookRequest(scope, receive, state, path_tenant)
-    try:
-        status, body, headers = await handler(req)
-    except _Disconnected:
-        return  # the client went away before sending its body: nothing was stored, nobody to answer
-    except Exception:
-        log.exception("unhandled error", extra={"request_id": req.request_id, "path": scope.get("path")})
-        status, body, headers = 500, b'{"error":"internal error"}', None
-    await _respond(send, status, body, req.request_id, headers)
+    """Run one webhook handler over ASGI and send its answer."""
+    answer = await process(handler, state, scope, receive, path_tenant)
+    if answer is not None:
+        await _respond(send, answer[0], answer[1], answer[3], answer[2])
 
 
 def match(path: str):
