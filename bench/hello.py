@@ -1,9 +1,10 @@
 """Baseline (a) of the ingest section: the runner's HTTP stack answering 200 without the database.
 
-The same pieces as `storeops serve --processes N`: Starlette on uvicorn (httptools, the runner's
-coalescing transport, uvloop), N processes on pre-bound SO_REUSEPORT sockets forked by
-runner.service.run_processes. The handler reads the body and answers the runner's success JSON;
-no signature check, no JSON parsing, no storage. That is the HTTP ceiling.
+The same pieces as `storeops serve --processes N`: uvicorn's httptools protocol with the runner's
+protocol-level webhook path (runner.fasthttp) and coalescing transport, uvloop, N processes on
+pre-bound SO_REUSEPORT sockets forked by runner.service.run_processes; Starlette for anything
+else. A webhook POST is answered with the runner's success JSON as soon as its body is in: no
+signature check, no JSON parsing, no storage. That is the HTTP ceiling.
 
     python -m bench.hello --port 8001 --processes 2
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+from types import SimpleNamespace
 
 import orjson
 import uvicorn
@@ -41,9 +43,34 @@ def create_app() -> Starlette:
     ])
 
 
+class _Answered:
+    __slots__ = ("request_id",)
+
+    def __init__(self, request_id: str):
+        self.request_id = request_id
+
+
+def _match(path: str):
+    return (None, None) if path.startswith("/functions/v1/razorpay-webhook") else None
+
+
+def _accept_now(handler, state, scope, path_tenant, body):
+    event_id = next((v.decode() for k, v in scope["headers"] if k == b"x-razorpay-event-id"), None)
+    out = orjson.dumps({"status": "ok", "event_id": event_id})
+    return _Answered("-"), (200, out, None)
+
+
+def protocol(app):
+    from runner.fasthttp import webhook_protocol
+
+    app.state.ctx = SimpleNamespace(settings=SimpleNamespace(max_body_bytes=1_048_576))
+    return webhook_protocol(service.http_protocol(), app, match=_match, accept_now=_accept_now)
+
+
 async def _serve(sock) -> None:
-    config = uvicorn.Config(create_app(), log_config=None, access_log=False, lifespan="off",
-                            http=service.http_protocol(), timeout_graceful_shutdown=2)
+    app = create_app()
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
+                            http=protocol(app), timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

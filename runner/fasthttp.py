@@ -57,9 +57,11 @@ class _WebhookCycle:
         self.message_event = _NO_EVENT
 
 
-def webhook_protocol(base, app):
+def webhook_protocol(base, app, *, match=webhooks.match, accept_now=webhooks.accept_now,
+                     process=webhooks.process):
     """A subclass of uvicorn's httptools protocol class `base` that handles the plain webhook
-    POSTs of `app` (runner.app.App, whose state the handlers use) itself."""
+    POSTs of `app` (runner.app.App, whose state the handlers use) itself. `match`, `accept_now`
+    and `process` are runner.webhooks' (the benchmark's no-database baseline passes its own)."""
 
     class WebhookHttpProtocol(base):
         def on_headers_complete(self) -> None:
@@ -77,7 +79,7 @@ def webhook_protocol(base, app):
             if b"?" in url or b"%" in url:
                 return False
             path = url.decode("latin-1")
-            hit = webhooks.match(path)
+            hit = match(path)
             if hit is None:
                 return False
             length = None
@@ -125,15 +127,17 @@ def webhook_protocol(base, app):
                 return
             body = cycle.chunks[0] if len(cycle.chunks) == 1 else b"".join(cycle.chunks)
             cycle.chunks = []
-            taken = webhooks.accept_now(cycle.handler, app.state, cycle.scope, cycle.path_tenant, body)
+            taken = accept_now(cycle.handler, app.state, cycle.scope, cycle.path_tenant, body)
             if taken is None:  # it needs the database before it can be stored: a task waits for it
                 task = self.loop.create_task(self._run_webhook(cycle, body))
                 task.add_done_callback(self.tasks.discard)
                 self.tasks.add(task)
                 return
             req, outcome = taken
-            if len(outcome) == 3:  # answered already (refused)
-                self._answer(cycle, outcome, req.request_id)
+            if len(outcome) == 3:  # refused on the spot: answered once the parser is done with this data
+                # (not from inside it: a request pipelined behind this one must be queued first, or
+                # on_response_complete would arm the keep-alive timer while that request is read)
+                self.loop.call_soon(self._answer, cycle, outcome, req.request_id)
                 return
             accepted, future = outcome  # answered when its batch commits
             future.add_done_callback(
@@ -141,7 +145,7 @@ def webhook_protocol(base, app):
 
         async def _run_webhook(self, cycle: _WebhookCycle, body: bytes) -> None:
             try:
-                answer = await webhooks.process(cycle.handler, app.state, cycle.scope, None, cycle.path_tenant, body)
+                answer = await process(cycle.handler, app.state, cycle.scope, None, cycle.path_tenant, body)
             except BaseException:
                 cycle.response_complete = True
                 raise
@@ -168,7 +172,8 @@ def webhook_protocol(base, app):
             if not cycle.keep_alive:
                 head.append(b"connection: close\r\n")
             head += (b"\r\n", out)
-            transport.write(b"".join(head))
+            write = getattr(transport, "write_now", transport.write)  # runner.service's coalescing transport
+            write(b"".join(head))
             if not cycle.keep_alive:
                 transport.close()
             self.on_response_complete()

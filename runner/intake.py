@@ -29,9 +29,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import struct
 import time
 from dataclasses import dataclass
 
+import psycopg
+from psycopg import generators, pq
 from psycopg_pool import AsyncConnectionPool
 
 from runner.db import is_unavailable
@@ -43,12 +46,34 @@ _PROVIDERS = {"payment": "razorpay", "shipping": "shiprocket"}
 # One statement, so one round trip: it runs in its own (implicit) transaction, and psycopg returns
 # only after the server's ReadyForQuery, which follows the commit (and its WAL flush). Parameters go
 # in binary (%b): no text escaping of every array element.
+# Four text[] parameters in binary (built here: see _text_array), cast to the columns' types.
 _INSERT = """
 insert into storeops.{table} (tenant_id, event_id, webhook_type, payload)
-select * from unnest(%(tenants)b::uuid[], %(events)b::text[], %(types)b::text[], %(payloads)b::jsonb[])
+select * from unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[])
 on conflict (event_id) do nothing
 returning event_id
 """
+_TEXT_ARRAY_OID = 1009
+_PARAM_TYPES = [_TEXT_ARRAY_OID] * 4
+_BINARY = [1] * 4
+_TEXT_OID = 25
+_ARRAY_HEAD = struct.Struct("!iiiii")  # ndim, has nulls, element type, length, lower bound
+_LENGTH = struct.Struct("!i")
+_NULL = _LENGTH.pack(-1)
+
+
+def _text_array(items: list) -> bytes:
+    """A one-dimensional text[] in Postgres's binary format; items are str, bytes (UTF-8) or None."""
+    parts = [_ARRAY_HEAD.pack(1, 1 if None in items else 0, _TEXT_OID, len(items), 1)]
+    pack = _LENGTH.pack
+    for item in items:
+        if item is None:
+            parts.append(_NULL)
+            continue
+        data = item.encode() if type(item) is str else item
+        parts.append(pack(len(data)))
+        parts.append(data)
+    return b"".join(parts)
 _NOTIFY = "select set_config('synchronous_commit', 'off', true), pg_notify('storeops_webhooks', %s)"
 
 
@@ -80,7 +105,7 @@ class _Item:
     tenant_id: str | None
     event_id: str
     webhook_type: str
-    payload: str
+    payload: str | bytes
     request_id: str | None
     future: asyncio.Future
 
@@ -93,7 +118,7 @@ class IngestBatcher:
         self.pool = pool
         self.kind = kind
         self.provider = _PROVIDERS[kind]
-        self.sql = _INSERT.format(table=_TABLES[kind])
+        self.sql = _INSERT.format(table=_TABLES[kind]).encode()
         self.max_batch = max_batch
         self.timeout = timeout
         # At most one NOTIFY per `notify_every` seconds: a worker that wakes drains everything
@@ -114,7 +139,7 @@ class IngestBatcher:
         self._tasks.append(loop.create_task(self._notify_loop()))
         self._tasks.append(loop.create_task(self._expire_loop()))
 
-    def enqueue(self, tenant_id: str | None, event_id: str, webhook_type: str, payload: str,
+    def enqueue(self, tenant_id: str | None, event_id: str, webhook_type: str, payload: str | bytes,
                 request_id: str | None = None) -> asyncio.Future:
         """Queue one webhook for the next batch. The future resolves to True once it is committed
         as new, False if it was a duplicate; it fails when the database does, and with
@@ -124,7 +149,7 @@ class IngestBatcher:
         self._deadlines.append((self._loop.time() + self.timeout, fut))
         return fut
 
-    async def submit(self, tenant_id: str | None, event_id: str, webhook_type: str, payload: str,
+    async def submit(self, tenant_id: str | None, event_id: str, webhook_type: str, payload: str | bytes,
                      request_id: str | None = None) -> bool:
         """Store one webhook durably: True if new, False if it was a duplicate (see enqueue)."""
         return await self.enqueue(tenant_id, event_id, webhook_type, payload, request_id)
@@ -236,13 +261,24 @@ class IngestBatcher:
         })
 
     async def _insert(self, conn, items: list[_Item]) -> set[str]:
-        cur = await conn.execute(self.sql, {
-            "tenants": [i.tenant_id for i in items],
-            "events": [i.event_id for i in items],
-            "types": [i.webhook_type for i in items],
-            "payloads": [i.payload for i in items],
-        })
-        inserted = {r[0] for r in await cur.fetchall()}
+        """One INSERT for the batch, straight through libpq: the four arrays are built here in
+        binary and sent with PQsendQueryParams, and the returned event ids read off the result.
+        (psycopg's cursor does the same with more Python per call; at a batch per round trip and
+        thousands of webhooks a second that was a fifth of the runner's CPU.) The statement is
+        not prepared, so it works through transaction-mode poolers."""
+        params = [_text_array([i.tenant_id for i in items]), _text_array([i.event_id for i in items]),
+                  _text_array([i.webhook_type for i in items]), _text_array([i.payload for i in items])]
+        async with conn.lock:
+            pgconn = conn.pgconn
+            pgconn.send_query_params(self.sql, params, param_types=_PARAM_TYPES, param_formats=_BINARY,
+                                     result_format=0)
+            results = await conn.wait(generators.execute(pgconn))
+        inserted: set[str] = set()
+        for result in results:
+            if result.status == pq.ExecStatus.FATAL_ERROR:
+                raise psycopg.errors.error_from_result(result, encoding="utf-8")
+            if result.status == pq.ExecStatus.TUPLES_OK:
+                inserted.update(result.get_value(row, 0).decode() for row in range(result.ntuples))
         if inserted:
             self._notify_wanted.set()
         return inserted

@@ -63,6 +63,13 @@ class _CoalescingTransport:
                 self._scheduled = True
                 self._loop.call_soon(self._flush)
 
+    def write_now(self, data) -> None:
+        """Write at once (after anything pending): for a response that is already one piece."""
+        if self._pending:
+            self._flush()
+        if not self._transport.is_closing():
+            self._transport.write(data)
+
     def writelines(self, chunks) -> None:
         for chunk in chunks:
             self.write(chunk)

@@ -266,7 +266,7 @@ class _Accepted:
 
     def submit(self, req: WebhookRequest):
         return req.state.batchers[self.kind].enqueue(self.tenant_id, self.event_id, self.webhook_type,
-                                                     self.body.decode(), req.request_id)
+                                                     self.body, req.request_id)
 
     def answer(self, is_new: bool) -> tuple[int, bytes, None]:
         _counter(is_new, self.provider, self.webhook_type).inc()
