@@ -321,7 +321,7 @@ class BenchEnv:
         """A fresh database cloned from the migrated template; returns its URL."""
         db = f"bench_{name}_{uuid.uuid4().hex[:6]}"
         self.cluster.psql(f'create database "{db}" template "{self.template}"')
-        url = self.cluster.socket_url(db) if os.environ.get("BENCH_SOCKET") else self.cluster.url(db)
+        url = self.cluster.url(db)
         with psycopg.connect(url, autocommit=True) as conn:  # CREATE DATABASE ... TEMPLATE copies no settings
             conn.execute("select storeops_private.configure_database()")
         return url
@@ -335,7 +335,7 @@ class BenchEnv:
         return self.cluster.pid()
 
     # services -------------------------------------------------------------------------------------
-    def runner_env(self, url: str, port: int, *, worker_idle: bool = False, extra: dict | None = None) -> dict:
+    def runner_env(self, url: str, port: int, *, extra: dict | None = None) -> dict:
         env = {
             **os.environ,
             "DATABASE_URL": url,
@@ -355,11 +355,6 @@ class BenchEnv:
         }
         env.pop("STOREOPS_LISTEN_URL", None)
         env.pop("STOREOPS_POLL_INTERVAL", None)
-        if worker_idle:
-            # Intake only: the worker never hears a NOTIFY and polls once an hour, so nothing is
-            # applied during the measurement (the events stay stored, unprocessed).
-            env["STOREOPS_LISTEN_URL"] = ""
-            env["STOREOPS_POLL_INTERVAL"] = "3600"
         env.update(extra or {})
         return env
 
@@ -367,9 +362,12 @@ class BenchEnv:
                      extra_env: dict | None = None) -> RunnerService:
         port = free_port()
         procs = processes or self.processes
-        env = self.runner_env(url, port, worker_idle=worker_idle, extra=extra_env)
+        env = self.runner_env(url, port, extra=extra_env)
         env["_BENCH_PROCESSES"] = str(procs)
-        svc = RunnerService([sys.executable, "-m", "runner", "serve", "--processes", str(procs)], env,
+        # Intake only: `serve --no-worker`, so nothing is applied during the measurement (the
+        # events stay stored, unprocessed).
+        argv = [sys.executable, "-m", "runner", "serve", "--processes", str(procs)] + (["--no-worker"] if worker_idle else [])
+        svc = RunnerService(argv, env,
                             self.tmp / f"{name}.log", port)
         self.services.append(svc)
         return svc.start()

@@ -107,9 +107,9 @@ def profile_runner(env: BenchEnv, svc, path: str, bodies: Path, prefix: str, sec
 
 # Where a sample's innermost frame sits, by package: the categories of the profile summary.
 _BUCKETS = [
-    ("logging (one JSON line per stored webhook)", ("logging/", "runner/logs.py")),
+    ("logging (one JSON line per committed batch)", ("logging/", "runner/logs.py")),
     ("psycopg (database client)", ("psycopg/", "psycopg_pool/")),
-    ("uvicorn + socket writes (HTTP server)", ("uvicorn/", "httptools", "runner/service.py")),
+    ("uvicorn + socket writes (HTTP server)", ("uvicorn/", "httptools", "runner/service.py", "runner/fasthttp.py")),
     ("starlette (routing, request, response)", ("starlette/",)),
     ("webhook handler (signature, JSON, intake)", ("runner/webhooks.py", "runner/intake.py", "runner/razorpay.py",
                                                    "hmac.py", "hashlib", "orjson")),
@@ -187,7 +187,7 @@ def run(env: BenchEnv, sizes: Sizes, section: Section) -> dict:
     details["http_baseline"] = base.as_dict()
     section.cpu["(a) HTTP stack, no database"] = cpu
 
-    # intake only: the worker idles (no NOTIFY, hourly poll), so the figure is the receiver's
+    # intake only: `serve --no-worker`, so the figure is the receiver's
     runner = env.start_runner(url, "ingest-intake", worker_idle=True)
     try:
         commit_stats: dict = {}
@@ -204,7 +204,7 @@ def run(env: BenchEnv, sizes: Sizes, section: Section) -> dict:
                          "db_commits": commit_stats.get("commits"),
                          "webhooks_per_commit": round(intake.ok / commit_stats["commits"], 1)
                          if commit_stats.get("commits") else None}
-    section.cpu["storeops intake (worker idle)"] = cpu
+    section.cpu["storeops intake (serve --no-worker)"] = cpu
 
     # as deployed: every serve process's worker applies the events while they arrive
     runner = env.start_runner(url, "ingest-serve")

@@ -99,7 +99,7 @@ def render(sections: list[Section], facts: dict[str, str], meta: dict, analysis:
         if s.cpu:
             out += _cpu_table(s.cpu) + [""]
         if s.number == 1 and "profile" in s.details:
-            out += ["Profile of the runner under wrk (intake, worker idle):", ""]
+            out += ["Profile of the runner under wrk (intake, `serve --no-worker`):", ""]
             out += describe_profile(s.details.get("profile")) + [""]
         shown = {k: v for k, v in s.details.items() if k != "profile"}
         if shown:

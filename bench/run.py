@@ -65,7 +65,7 @@ def analysis(sections: dict[int, Section], sizes: Sizes, processes: int) -> dict
     if s and not s.error and s.details.get("intake"):
         d = s.details
         rate, base, pgb = d["intake"]["2xx_per_s"], d["http_baseline"]["2xx_per_s"], d["pgbench"]["tps"]
-        cpu = s.cpu.get("storeops intake (worker idle)", {})
+        cpu = s.cpu.get("storeops intake (serve --no-worker)", {})
         hcpu = s.cpu.get("(a) HTTP stack, no database", {})
         lines = [f"**Reading.** Intake stored and acknowledged {fmt(rate)}/s: {100 * rate / base:.0f}% of what the same "
                  f"HTTP stack answers with no database at all ({fmt(base)}/s) and {rate / pgb:.1f}× pgbench's "
@@ -79,20 +79,22 @@ def analysis(sections: dict[int, Section], sizes: Sizes, processes: int) -> dict
             wrk_us = 1e6 * _cores(hcpu, "wrk+harness") / base if base else 0.0
             total = sum(per.values())
             budget = 1e6 * ncpu / ingest.TARGET_RATE
-            floor = http_us + per["postgres"] + wrk_us
             lines.append(
                 f"**Short of {ingest.TARGET_RATE:,}/s by {fmt(short)}/s ({100 * short / ingest.TARGET_RATE:.0f}%). Why, "
                 f"in CPU per webhook:** at {ingest.TARGET_RATE:,}/s on {ncpu} cores, the serve processes, Postgres "
                 f"and wrk together must fit in {budget:.0f} µs of CPU per webhook. Measured per stored webhook in "
                 f"the intake phase: serve processes {per['server']:.0f} µs, Postgres {per['postgres']:.0f} µs (the "
-                f"INSERT into a table with {d.get('payment_webhooks_indexes', '?')} indexes, a foreign key, WAL, commit), wrk {per['wrk+harness']:.0f} µs: {total:.0f} µs, so about "
-                f"{fmt(1e6 * ncpu / total)}/s if this machine had nothing else to run (it had "
-                f"{_cores(cpu, 'other'):.2f} cores of other programs during the phase). The bare HTTP stack "
-                f"(baseline a) costs {http_us:.0f} µs per request and wrk {wrk_us:.0f} µs; with Postgres's "
-                f"{per['postgres']:.0f} µs that is {floor:.0f} µs before any of the webhook's own work (signature, "
-                f"JSON, batching, psycopg, logging, metrics: the profile below), against the {budget:.0f} µs budget. "
-                f"The target needs more cores (serve processes share nothing but the database, so the rate scales "
-                f"with processes until Postgres's per-row cost is the limit) or a cheaper HTTP layer than Python's.")
+                f"INSERT into a table with {d.get('payment_webhooks_indexes', '?')} indexes, a foreign key, WAL, "
+                f"commit, at {d.get('webhooks_per_commit') or '?'} webhooks per commit), wrk {per['wrk+harness']:.0f} µs: "
+                f"{total:.0f} µs, so about {fmt(1e6 * ncpu / total)}/s if this machine had nothing else to run (it had "
+                f"{_cores(cpu, 'other'):.2f} cores of other programs during the phase). Of the serve processes' "
+                f"{per['server']:.0f} µs, the same HTTP stack with no database (baseline a) needs {http_us:.0f} µs "
+                f"(wrk {wrk_us:.0f} µs); the rest is the webhook's own work (signature, JSON, batching, the INSERT's "
+                "round trip, metrics: the profile below). Python's share per webhook is the largest single part; "
+                "the target needs about "
+                f"{100 * (total - budget) / total:.0f}% less CPU per webhook, or more cores (serve processes share "
+                "nothing but the database, so the rate grows with processes until Postgres's per-row cost is the "
+                "limit).")
         p99 = d["intake"]["p99_ms"]
         if p99 >= ingest.TARGET_P99_MS:
             lines.append(f"**p99 {p99:.1f} ms is over {ingest.TARGET_P99_MS:g} ms**: wrk keeps 64 requests in flight "
@@ -100,20 +102,18 @@ def analysis(sections: dict[int, Section], sizes: Sizes, processes: int) -> dict
                          f"(Little's law); the tail is CPU scheduling between {processes} serve processes, Postgres "
                          "and wrk on the same cores. The no-database baseline's p99 at its own saturation was "
                          f"{d['http_baseline']['p99_ms']:.1f} ms.")
-        prof = d.get("profile") or {}
-        logging_share = dict(prof.get("by_area", [])).get("logging (one JSON line per stored webhook)")
         lines.append(
-            "**The intake path as measured** (runner/intake.py, webhooks.py, service.py): each serve process groups "
-            "concurrent webhooks into one `INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING RETURNING` with "
-            "binary parameters, sent as a single statement (its own transaction: one round trip; psycopg returns "
-            "after ReadyForQuery, which follows the commit's WAL flush, and only then are the requests answered); "
-            "two flushers per table keep their pooled connections while work keeps coming; the NOTIFY that wakes "
+            "**The intake path as measured** (runner/fasthttp.py, webhooks.py, intake.py): a plain webhook POST is "
+            "handled inside uvicorn's httptools protocol, with no ASGI request cycle and, once the tenant's secrets "
+            "are cached, no task: the body is checked (signature, JSON) and queued for the next batch as soon as it "
+            "is complete, and the response is written in one piece when that batch commits (anything else takes "
+            "uvicorn and Starlette, with the same handlers). Each serve process has one flusher per table: while "
+            "one batch commits the next one gathers, and it is one `INSERT ... SELECT FROM unnest(...) ON CONFLICT "
+            "DO NOTHING RETURNING` with four binary text[] parameters sent straight through libpq (one round trip; "
+            "the answer comes after ReadyForQuery, which follows the commit's WAL flush). The NOTIFY that wakes "
             "the workers is sent outside the insert transactions (Postgres serialises all NOTIFYing commits on one "
-            "lock held through the WAL flush, which had made every batch wait for the previous batch's fsync), at "
-            "most one per 5 ms, asynchronously committed; responses are written with one send() (uvicorn writes "
-            "head and body separately); uvloop; N forked processes on SO_REUSEPORT sockets."
-            + (f" The one JSON log line per stored webhook costs {logging_share:.0f}% of the runner's CPU in the "
-               "profile; it was kept." if logging_share else ""))
+            "lock held through the WAL flush), at most one per 5 ms, asynchronously committed. One log line per "
+            "committed batch lists every webhook in it. uvloop; N forked processes on SO_REUSEPORT sockets.")
         dep = d["deployed"]
         dcpu = s.cpu.get("storeops serve (worker applying)", {})
         lines.append(f"As deployed (each serve process's worker applying the events while they arrive) intake was "
@@ -148,7 +148,7 @@ def analysis(sections: dict[int, Section], sizes: Sizes, processes: int) -> dict
             store = ""
             s1 = sections.get(1)
             if s1 and not s1.error and s1.details.get("intake"):
-                c1 = s1.cpu.get("storeops intake (worker idle)", {})
+                c1 = s1.cpu.get("storeops intake (serve --no-worker)", {})
                 store = f" and about {1e6 * _cores(c1, 'postgres') / s1.details['intake']['2xx_per_s']:.0f} µs to store one (section 1)"
             out[2].append(
                 f"**Missed by {p99 - e2e.TARGET_P99_MS:.0f} ms.** The machine was full during this phase "
@@ -208,14 +208,14 @@ def analysis(sections: dict[int, Section], sizes: Sizes, processes: int) -> dict
         waits = ", ".join(f"{k}: {v}" for k, v in locks["ingest_lock_waits"].items()) or "none"
         base_waits = ", ".join(f"{k}: {v}" for k, v in d["locks_baseline"]["ingest_lock_waits"].items()) or "none"
         out[6] = [f"`storeops cleanup` (runner.scheduler.cleanup) deleted {d['deleted']:,} rows in "
-                  f"{d['cleanup_seconds']:.1f} s (process start to exit) while wrk drove ingest (worker idle, as in "
+                  f"{d['cleanup_seconds']:.1f} s (process start to exit) while wrk drove ingest (`serve --no-worker`, as in "
                   "section 1's intake figure); wrk stopped when the cleanup exited. The runner's scheduler had "
                   "already run its own first cleanup tick before the old rows were inserted. "
                   f"{locks['samples']} pg_stat_activity samples during the cleanup: ingest INSERTs waiting on a lock "
                   f"by wait_event: {waits}; blocked by the cleanup's backend (pg_blocking_pids): "
                   f"{locks['ingest_blocked_by_cleanup']}. Without the cleanup: {base_waits}. ('extend' is the "
                   "relation-extension lock concurrent INSERTs take among themselves to add pages; the cleanup only "
-                  "deletes.) The cleanup deletes processed rows only, 5,000 per transaction, SKIP LOCKED; ingest "
+                  "deletes.) The cleanup deletes processed rows only, 2,000 per transaction with a 20 ms pause between them, SKIP LOCKED; ingest "
                   "inserts new rows: no row or table lock is shared. CPU and WAL are, and the p99 change is that."]
     return out
 

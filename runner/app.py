@@ -208,8 +208,8 @@ def create_app(settings: Settings, database_url: str, *, pool_size: int = 10, ct
             context = ctx
         app.state.ctx = context
         app.state.batchers = {
-            "payment": IngestBatcher(context.pool, "payment"),
-            "shipping": IngestBatcher(context.pool, "shipping"),
+            "payment": IngestBatcher(context.pool, "payment", context=context),
+            "shipping": IngestBatcher(context.pool, "shipping", context=context),
         }
         app.state.source_limiter = RateLimiter(settings.rate_limit_source, settings.rate_limit_source * 5)
         app.state.tenant_limiter = RateLimiter(settings.rate_limit_tenant, settings.rate_limit_tenant * 5)

@@ -118,11 +118,6 @@ class Cluster:
     def url(self, dbname: str | None = None) -> str:
         return f"postgresql://{SUPERUSER}@{self.host}:{self.port}/{dbname or self.dbname}"
 
-    def socket_url(self, dbname: str | None = None) -> str:
-        """The same database over the cluster's Unix-domain socket: cheaper per byte than loopback
-        TCP, for clients on this machine."""
-        return f"postgresql://{SUPERUSER}@/{dbname or self.dbname}?host={self.socket_dir}&port={self.port}"
-
     # -- running commands ------------------------------------------------------------------
     def _cmd(self, argv: list[str]) -> list[str]:
         if running_as_root():

@@ -7,6 +7,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -30,6 +31,9 @@ class Context:
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
     _tenant_cache: dict[tuple[str, str], tuple[float, TenantWebhookConfig]] = field(default_factory=dict)
     tenant_cache_ttl: float = 15.0
+    # Set by a Worker sharing this context (storeops serve): called with "payment" or "shipping"
+    # when the receiver has committed new webhooks of that kind.
+    wake_local_worker: Callable[[str], None] | None = None
 
     def cached_webhook_config(self, tenant_id: str, kind: str) -> TenantWebhookConfig | None:
         """The cached config when there is a fresh one, else None (no database call)."""

@@ -4,15 +4,18 @@ Store, then acknowledge: a webhook is answered 2xx only after its row is committ
 requests are grouped into one multi-row INSERT ... ON CONFLICT DO NOTHING per commit (group
 commit), so ingest is not limited by one fsync per request. A redelivery (same event id) gets 2xx
 and no second row. If the database cannot be reached the request gets 503 so the provider retries.
-Processing is asynchronous: after a batch with new rows commits, `storeops_webhooks` is NOTIFYed,
-which wakes the worker (its polling is the fallback if a notification is ever lost).
+Processing is asynchronous: after a batch with new rows commits, the worker of this process (if
+`storeops serve` runs one) is woken directly, and `storeops_webhooks` is NOTIFYed for the workers
+of other processes (their polling is the fallback if a notification is ever lost).
 
 Why the NOTIFY is not inside the batch's transaction: Postgres serialises every committing
 transaction that has NOTIFYed on one global lock, held through the commit's WAL flush, so batches
 that notified could not share an fsync (group commit) and ingest was limited to one fsync per batch.
-Here one notifier per table sends a NOTIFY after commits (one at a time, at most one per 5 ms,
-each covering every batch committed before it) in its own asynchronously committed transaction:
-losing a wake-up in a crash costs nothing, the rows are durable and the worker also polls.
+Here one notifier per table sends a NOTIFY after commits (one at a time, each covering every batch
+committed before it) in its own asynchronously committed transaction: losing a wake-up in a crash
+costs nothing, the rows are durable and the workers also poll. At most one goes out per 5 ms when
+no worker runs in this process, per 50 ms when one does (it was woken already; at full speed the
+NOTIFYs had been half of all commits).
 
 One flusher per table and process: while its batch commits, the next one gathers. A second
 flusher made the batches half as big, and Postgres's CPU per row (a commit costs about as much as
@@ -113,9 +116,15 @@ class _Item:
 class IngestBatcher:
     """Groups concurrent webhook inserts for one table into shared transactions."""
 
-    def __init__(self, pool: AsyncConnectionPool, kind: str, *, max_batch: int = 256, flushers: int = 1,
-                 timeout: float = 3.0, notify_every: float = 0.005, idle: float = 1.0, hold: float = 30.0):
+    def __init__(self, pool: AsyncConnectionPool, kind: str, *, context=None, max_batch: int = 256,
+                 flushers: int = 1, timeout: float = 3.0, notify_every: float = 0.005,
+                 notify_every_shared: float = 0.05, idle: float = 1.0, hold: float = 30.0):
         self.pool = pool
+        # A worker in this process (context.wake_local_worker) is woken directly after each
+        # commit; then the NOTIFY only has to reach the workers of other processes, and goes out
+        # at most every `notify_every_shared` seconds instead of every `notify_every`.
+        self.context = context
+        self.notify_every_shared = notify_every_shared
         self.kind = kind
         self.provider = _PROVIDERS[kind]
         self.sql = _INSERT.format(table=_TABLES[kind]).encode()
@@ -280,6 +289,9 @@ class IngestBatcher:
             if result.status == pq.ExecStatus.TUPLES_OK:
                 inserted.update(result.get_value(row, 0).decode() for row in range(result.ntuples))
         if inserted:
+            wake = self.context.wake_local_worker if self.context is not None else None
+            if wake is not None:
+                wake(self.kind)
             self._notify_wanted.set()
         return inserted
 
@@ -295,7 +307,8 @@ class IngestBatcher:
                 async with self.pool.connection(timeout=self.timeout) as conn:
                     give_back = loop.time() + self.hold
                     while True:
-                        wait = last + self.notify_every - loop.time()
+                        local = self.context is not None and self.context.wake_local_worker is not None
+                        wait = last + (self.notify_every_shared if local else self.notify_every) - loop.time()
                         if wait > 0:
                             await asyncio.sleep(wait)  # batches committing meanwhile ride on this one
                         wanted.clear()

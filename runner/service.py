@@ -220,13 +220,15 @@ def _run_loop(coro) -> None:
         uvloop.run(coro)
 
 
-def serve(settings: Settings | None = None, *, processes: int = 1, **kwargs) -> None:
+def serve(settings: Settings | None = None, *, processes: int = 1, worker: bool = True, **kwargs) -> None:
+    """HTTP, worker and scheduler in each of `processes` processes (`worker=False`: receive only,
+    for a deployment that applies with separate `storeops work` processes)."""
     logs.setup()
     settings = settings or Settings.from_env()
     if processes > 1:
-        _serve_processes(settings, processes, **kwargs)
+        _serve_processes(settings, processes, worker=worker, **kwargs)
         return
-    _run_loop(_run(settings, http=True, worker=True, scheduler=True, **kwargs))
+    _run_loop(_run(settings, http=True, worker=worker, scheduler=True, **kwargs))
 
 
 def work(settings: Settings | None = None, **kwargs) -> None:
@@ -323,7 +325,7 @@ def run_processes(socks: list[socket.socket], child) -> int:
     return result
 
 
-def _serve_processes(settings: Settings, processes: int, **kwargs) -> None:
+def _serve_processes(settings: Settings, processes: int, *, worker: bool = True, **kwargs) -> None:
     url = resolve_database_url(settings)
     check_schema(url)  # once, in the parent: one clear message instead of one per child
     socks = bind_sockets(settings.http_host, settings.http_port, processes)
@@ -331,7 +333,7 @@ def _serve_processes(settings: Settings, processes: int, **kwargs) -> None:
     def child(sock: socket.socket, index: int) -> None:
         logs.setup()
         own = dataclasses.replace(settings, http_port=sock.getsockname()[1])
-        _run_loop(_run(own, http=True, worker=True, scheduler=True, sock=sock, schema_checked=True,
+        _run_loop(_run(own, http=True, worker=worker, scheduler=True, sock=sock, schema_checked=True,
                        announce=index == 0, **kwargs))
 
     code = run_processes(socks, child)

@@ -55,6 +55,14 @@ class Worker:
         self._busy = 0
         self._flags: set[str] = set()
         self._last_full = 0.0
+        # The receiver in this process wakes this worker directly when it has stored webhooks
+        # (runner.intake); NOTIFY is for the workers of other processes.
+        ctx.wake_local_worker = self.webhooks_stored
+
+    def webhooks_stored(self, kind: str) -> None:
+        """Webhooks of `kind` ("payment" or "shipping") were just committed: apply them now."""
+        self._flags.add(kind)
+        self._wake.set()
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def run(self) -> None:

@@ -27,9 +27,10 @@ def sign(body: bytes, secret: str = WEBHOOK_SECRET) -> str:
 
 class RunnerProcess:
     def __init__(self, database_url: str, *, command: str = "serve", env: dict[str, str] | None = None,
-                 log_path: Path | None = None):
+                 log_path: Path | None = None, args: tuple[str, ...] = ()):
         self.database_url = database_url
         self.command = command
+        self.args = tuple(args)
         self.port = free_port()
         self.env = {
             **os.environ,
@@ -56,7 +57,7 @@ class RunnerProcess:
     def start(self, wait: bool = True, timeout: float = 30) -> RunnerProcess:
         out = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
         self._log = out if self.log_path else None
-        self.proc = subprocess.Popen([sys.executable, "-m", "runner", self.command], cwd=ROOT, env=self.env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "runner", self.command, *self.args], cwd=ROOT, env=self.env,
                                      stdout=out, stderr=subprocess.STDOUT)
         if wait and self.command == "serve":
             self.wait_ready(timeout)

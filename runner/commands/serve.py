@@ -9,6 +9,8 @@ def register(sub) -> None:
     p.add_argument("--port", type=int, default=None, help="listen port (default STOREOPS_HTTP_PORT or 8000)")
     p.add_argument("--processes", type=int, default=1,
                    help="serve processes sharing the port, each with its own worker (default 1)")
+    p.add_argument("--no-worker", action="store_true",
+                   help="receive only: run no worker here (apply with `storeops work` processes elsewhere)")
     p.set_defaults(func=cmd_serve)
     w = sub.add_parser("work", help="run only the worker (webhook apply, retries, alerts)")
     w.add_argument("--concurrency", type=int, default=10, help="operations run at once (default 10)")
@@ -35,7 +37,7 @@ def cmd_serve(args) -> int:
 
     if args.processes < 1:
         raise UserError("--processes must be at least 1")
-    service.serve(_settings(args), processes=args.processes)
+    service.serve(_settings(args), processes=args.processes, worker=not args.no_worker)
     return 0
 
 

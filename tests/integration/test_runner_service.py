@@ -220,3 +220,126 @@ def test_sigterm_while_a_gateway_hangs_exits_cleanly_and_gives_the_claim_back(fr
         status, attempts, locked_by = c.execute(
             "select status, attempts, locked_by from storeops.operation_retry_queue").fetchone()
     assert (status, attempts, locked_by) == ("pending", 0, None)  # given back, no attempt counted
+
+
+def _tenant_with_orders(db: str, n: int) -> tuple[str, list[tuple[str, str]]]:
+    """A tenant (platform webhook secret) with `n` orders: [(order uuid, razorpay order id)]."""
+    from fakes.razorpay_server import razorpay_id
+
+    with psycopg.connect(db, autocommit=True) as c:
+        tenant = str(c.execute("insert into storeops.tenants (name) values ('Wake Store') returning id").fetchone()[0])
+        orders = []
+        for _ in range(n):
+            rzp = razorpay_id("order")
+            oid = c.execute("insert into storeops.orders (tenant_id, amount, razorpay_order_id) values (%s, 50000, %s) "
+                            "returning id", (tenant, rzp)).fetchone()[0]
+            orders.append((str(oid), rzp))
+    return tenant, orders
+
+
+def _post_captures(base_url: str, tenant: str, orders: list[tuple[str, str]]) -> None:
+    from fakes.razorpay_server import payment_entity, signed_webhook, webhook_event
+    from runner_proc import WEBHOOK_SECRET
+
+    with httpx.Client(base_url=base_url, timeout=5) as client:
+        for _oid, rzp in orders:
+            event = webhook_event("payment.captured",
+                                  payment=payment_entity(amount=50000, order_id=rzp, status="captured"))
+            body, headers = signed_webhook(event, WEBHOOK_SECRET)
+            r = client.post(f"/functions/v1/razorpay-webhook/{tenant}", content=body, headers=headers)
+            assert r.status_code == 200, r.text
+
+
+def _paid(db: str, orders: list[tuple[str, str]]) -> int:
+    with psycopg.connect(db, autocommit=True) as c:
+        return c.execute("select count(*) from storeops.orders where id = any(%s::uuid[]) and status = 'paid'",
+                         ([o for o, _ in orders],)).fetchone()[0]
+
+
+def _wait_paid(db: str, orders: list[tuple[str, str]], timeout: float) -> tuple[int, float]:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if _paid(db, orders) == len(orders):
+            break
+        time.sleep(0.05)
+    return _paid(db, orders), time.monotonic() - started
+
+
+def test_the_receiver_wakes_its_own_worker_without_listen_or_polling(fresh_db, tmp_path):
+    # No LISTEN connection and an hourly poll: only the receiver's direct wake-up can apply these soon.
+    runner = RunnerProcess(fresh_db, log_path=tmp_path / "runner.log",
+                           env={"STOREOPS_LISTEN_URL": "", "STOREOPS_POLL_INTERVAL": "3600"}).start()
+    try:
+        time.sleep(1.0)  # past the worker's first (startup) pass
+        tenant, orders = _tenant_with_orders(fresh_db, 5)
+        _post_captures(runner.base_url, tenant, orders)
+        paid, took = _wait_paid(fresh_db, orders, timeout=5)
+        assert paid == len(orders), runner.output()[-2000:]
+        assert took < 2.0
+    finally:
+        runner.stop()
+
+
+def test_serve_no_worker_only_receives_and_a_separate_worker_applies(fresh_db, tmp_path):
+    receiver = RunnerProcess(fresh_db, log_path=tmp_path / "receiver.log", args=("--no-worker",)).start()
+    worker = None
+    try:
+        tenant, orders = _tenant_with_orders(fresh_db, 5)
+        _post_captures(receiver.base_url, tenant, orders)
+        time.sleep(1.5)  # a worker would have applied them by now
+        assert _paid(fresh_db, orders) == 0
+        with psycopg.connect(fresh_db) as c:
+            stored = c.execute("select count(*) from storeops.payment_webhooks where tenant_id = %s and not processed",
+                               (tenant,)).fetchone()[0]
+        assert stored == len(orders)
+        worker = RunnerProcess(fresh_db, command="work", log_path=tmp_path / "worker.log").start()
+        paid, _took = _wait_paid(fresh_db, orders, timeout=10)
+        assert paid == len(orders), worker.output()[-2000:]
+        # ...and from then on, the receiver's NOTIFY wakes it for new webhooks.
+        tenant2, more = _tenant_with_orders(fresh_db, 3)
+        _post_captures(receiver.base_url, tenant2, more)
+        paid, took = _wait_paid(fresh_db, more, timeout=5)
+        assert paid == len(more)
+        assert took < 1.0  # NOTIFY, not the worker's 1 s poll
+    finally:
+        receiver.stop()
+        if worker is not None:
+            worker.stop()
+
+
+def test_sigterm_under_load_on_the_fast_path_keeps_every_acknowledged_webhook(fresh_db, tmp_path):
+    from fakes.razorpay_server import payment_entity, signed_webhook, webhook_event
+    from runner_proc import WEBHOOK_SECRET
+
+    runner = RunnerProcess(fresh_db, log_path=tmp_path / "runner.log",
+                           env={"STOREOPS_RATE_LIMIT_SOURCE": "0", "STOREOPS_RATE_LIMIT_TENANT": "0"}).start()
+    tenant, _ = _tenant_with_orders(fresh_db, 0)
+    acked: list[str] = []
+    stop = threading.Event()
+
+    def sender() -> None:
+        with httpx.Client(base_url=runner.base_url, timeout=5) as client:
+            while not stop.is_set():
+                event = webhook_event("payment.captured", payment=payment_entity(amount=100, status="captured"))
+                body, headers = signed_webhook(event, WEBHOOK_SECRET)
+                try:
+                    r = client.post(f"/functions/v1/razorpay-webhook/{tenant}", content=body, headers=headers)
+                except httpx.HTTPError:
+                    return
+                if r.status_code == 200:
+                    acked.append(headers["X-Razorpay-Event-Id"])
+
+    threads = [threading.Thread(target=sender) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(1.5)
+    code, took = runner.stop(signal.SIGTERM)
+    stop.set()
+    for t in threads:
+        t.join(10)
+    assert code == 0, runner.output()[-2000:]
+    assert took < 10
+    assert len(acked) > 50
+    with psycopg.connect(fresh_db) as c:
+        stored = {r[0] for r in c.execute("select event_id from storeops.payment_webhooks").fetchall()}
+    assert set(acked) <= stored
