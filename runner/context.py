@@ -35,6 +35,11 @@ class Context:
     # when the receiver has committed new webhooks of that kind.
     wake_local_worker: Callable[[str], None] | None = None
 
+    def forget_tenant(self, tenant_id: str) -> None:
+        """Drop a tenant's cached webhook settings (it was deleted, or they changed)."""
+        for key in [k for k in self._tenant_cache if k[0] == tenant_id]:
+            self._tenant_cache.pop(key, None)
+
     def cached_webhook_config(self, tenant_id: str, kind: str) -> TenantWebhookConfig | None:
         """The cached config when there is a fresh one, else None (no database call)."""
         hit = self._tenant_cache.get((tenant_id, kind))
@@ -57,6 +62,10 @@ class Context:
                 cur = await conn.execute("select secret from storeops.get_tenant_secrets(%s, %s)", (tenant_id, kind))
                 secrets = [r[0] for r in await cur.fetchall()]
         cfg = TenantWebhookConfig(exists=row is not None, secrets=secrets, account_id=row[0] if row else None)
+        if len(self._tenant_cache) >= 10_000:  # random tenant ids in URLs must not grow it for ever
+            self._tenant_cache = {k: v for k, v in self._tenant_cache.items() if v[0] > now}
+            if len(self._tenant_cache) >= 10_000:
+                self._tenant_cache.clear()
         self._tenant_cache[key] = (now + self.tenant_cache_ttl, cfg)
         return cfg
 

@@ -23,8 +23,9 @@ class SchemaNotCurrent(RuntimeError):
 
 def _configure_connection_kwargs() -> dict:
     # prepare_threshold=None: no server-side prepared statements, which transaction-mode PgBouncer
-    # cannot track across pooled server connections.
-    return {"autocommit": True, "prepare_threshold": None}
+    # cannot track across pooled server connections. UTF-8 on the wire whatever the server's
+    # default: the intake sends webhook bodies as raw UTF-8 bytes (runner.intake).
+    return {"autocommit": True, "prepare_threshold": None, "client_encoding": "UTF8"}
 
 
 async def open_pool(url: str, *, min_size: int = 2, max_size: int = 10, name: str = "storeops",
@@ -57,8 +58,19 @@ def check_schema(url: str) -> None:
 
 
 def is_unavailable(exc: BaseException) -> bool:
-    """Whether an exception means the database cannot be reached right now (answer 503)."""
+    """Whether an exception means the database cannot do the work right now, so the caller should
+    retry later (answer 503): no connection (a lost one has no SQLSTATE), class 08 connection
+    exceptions, 53 insufficient resources, 57 operator intervention (shutdown, cannot connect now,
+    statement timeout), 25006 a read-only (standby) database, 40 serialization failures and
+    deadlocks. Errors about the statement or its data (e.g. 54000, a value too big for an index)
+    are not: retrying them cannot help."""
     from psycopg_pool import PoolTimeout
 
-    return isinstance(exc, psycopg.OperationalError | PoolTimeout | psycopg.errors.AdminShutdown
-                      | psycopg.errors.CannotConnectNow | OSError)
+    if isinstance(exc, PoolTimeout | OSError):
+        return True
+    if not isinstance(exc, psycopg.Error):
+        return False
+    state = exc.sqlstate
+    if state is None:
+        return isinstance(exc, psycopg.OperationalError)
+    return state[:2] in ("08", "53", "57", "40") or state == "25006"

@@ -80,6 +80,10 @@ def _text_array(items: list) -> bytes:
 _NOTIFY = "select set_config('synchronous_commit', 'off', true), pg_notify('storeops_webhooks', %s)"
 
 
+class _HeldConnectionLost(Exception):
+    """The connection a flusher kept between batches had died (e.g. its backend was terminated)."""
+
+
 class BodyTooLarge(Exception):
     pass
 
@@ -196,29 +200,41 @@ class IngestBatcher:
         return batch
 
     async def _flush_loop(self) -> None:
+        batch: list[_Item] = []
         while True:
-            batch = self._top_up([await self.queue.get()])
+            if not batch:
+                batch = [await self.queue.get()]
             try:
                 async with self.pool.connection(timeout=self.timeout) as conn:
                     give_back = self._loop.time() + self.hold
+                    fresh = True  # the pool checked it just now
                     while batch:
-                        await self._store(conn, self._top_up(batch))
+                        await self._store(conn, self._top_up(batch), held=not fresh)
+                        fresh = False
                         item = await self._next(give_back)
                         batch = [item] if item is not None else []
+            except _HeldConnectionLost:
+                continue  # the kept connection died while idle: the same batch, on a checked one
             except Exception as exc:  # no connection, or it broke: none of these is acknowledged
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(exc)
+                batch = []
 
-    async def _store(self, conn, batch: list[_Item]) -> None:
+    async def _store(self, conn, batch: list[_Item], *, held: bool = False) -> None:
         """Store a batch and resolve its waiters. Re-raises when the database is unavailable, so
-        the caller hands the (possibly broken) connection back to the pool."""
+        the caller hands the (possibly broken) connection back to the pool. On a connection kept
+        from an earlier batch (`held`) that turns out to be dead, raises _HeldConnectionLost
+        without failing anyone, and the caller retries the batch on a fresh one (ON CONFLICT DO
+        NOTHING makes a retry of a batch that did commit harmless: its rows come back duplicates)."""
         live = [i for i in batch if not i.future.done()]
         if not live:
             return
         try:
             inserted = await self._insert(conn, live)
         except Exception as exc:
+            if held and conn.broken and is_unavailable(exc):
+                raise _HeldConnectionLost() from exc
             if len(live) > 1 and not is_unavailable(exc):
                 # One bad row must not fail its neighbours: store them one by one.
                 await self._insert_singly(conn, live)
@@ -229,13 +245,17 @@ class IngestBatcher:
             if is_unavailable(exc):
                 raise
             return
+        if inserted:
+            self._wake()
         done = []
         for item in live:
+            is_new = item.event_id in inserted
+            inserted.discard(item.event_id)  # a second copy in the same batch is a duplicate
             if not item.future.done():
-                is_new = item.event_id in inserted
-                inserted.discard(item.event_id)  # a second copy in the same batch is a duplicate
                 item.future.set_result(is_new)
-                done.append((item, is_new))
+                done.append((item, "stored" if is_new else "duplicate"))
+            elif is_new:  # its waiter gave up (503) while the batch committed: its retry is a duplicate
+                done.append((item, "stored_after_timeout"))
         self._log(done)
 
     async def _insert_singly(self, conn, items: list[_Item]) -> None:
@@ -251,22 +271,37 @@ class IngestBatcher:
                             rest.future.set_exception(exc)
                     raise
             else:
+                is_new = item.event_id in inserted
+                if is_new:
+                    self._wake()
                 if not item.future.done():
-                    item.future.set_result(item.event_id in inserted)
-                    self._log([(item, item.event_id in inserted)])
+                    item.future.set_result(is_new)
+                    self._log([(item, "stored" if is_new else "duplicate")])
+                elif is_new:
+                    self._log([(item, "stored_after_timeout")])
 
-    def _log(self, done: list[tuple[_Item, bool]]) -> None:
+    def _wake(self) -> None:
+        """New rows are committed: wake this process's worker now, the others by NOTIFY."""
+        self._notify_wanted.set()
+        wake = self.context.wake_local_worker if self.context is not None else None
+        if wake is not None:
+            try:
+                wake(self.kind)
+            except Exception:  # the rows are committed whatever happens here; the worker also polls
+                log.exception("could not wake the worker", extra={"kind": self.kind})
+
+    def _log(self, done: list[tuple[_Item, str]]) -> None:
         """One log line per committed batch, listing every webhook in it (event id, type, tenant,
-        request id, stored or duplicate): grep finds any of them, at a fraction of the cost of a
-        line each at thousands of webhooks a second."""
+        request id, outcome: stored, duplicate, or stored_after_timeout for one whose request was
+        already answered 503): grep finds any of them, at a fraction of the cost of a line each at
+        thousands of webhooks a second."""
         if not done or not log.isEnabledFor(logging.INFO):
             return
-        new = sum(1 for _, is_new in done if is_new)
+        new = sum(1 for _, outcome in done if outcome != "duplicate")
         log.info("webhooks stored", extra={
             "provider": self.provider, "stored": new, "duplicates": len(done) - new,
             "webhooks": [{"event_id": i.event_id, "type": i.webhook_type, "tenant_id": i.tenant_id,
-                          "request_id": i.request_id, "outcome": "stored" if is_new else "duplicate"}
-                         for i, is_new in done],
+                          "request_id": i.request_id, "outcome": outcome} for i, outcome in done],
         })
 
     async def _insert(self, conn, items: list[_Item]) -> set[str]:
@@ -288,11 +323,6 @@ class IngestBatcher:
                 raise psycopg.errors.error_from_result(result, encoding="utf-8")
             if result.status == pq.ExecStatus.TUPLES_OK:
                 inserted.update(result.get_value(row, 0).decode() for row in range(result.ntuples))
-        if inserted:
-            wake = self.context.wake_local_worker if self.context is not None else None
-            if wake is not None:
-                wake(self.kind)
-            self._notify_wanted.set()
         return inserted
 
     async def _notify_loop(self) -> None:

@@ -237,14 +237,19 @@ def _latency(provider: str):
     return child
 
 
-def _store_error(exc: BaseException) -> Rejected:
+def _store_error(req: WebhookRequest, accepted: _Accepted, exc: BaseException) -> Rejected:
     """What a failed store is answered: 503 when the database is down or slow (the provider
-    retries), 400 for a value Postgres cannot hold. Anything else is a bug and is re-raised."""
+    retries), 400 for a value Postgres cannot hold, 404 for a tenant deleted meanwhile. Anything
+    else is a bug and is re-raised."""
     if is_unavailable(exc) or isinstance(exc, TimeoutError):
         return Rejected(503, "database_unavailable", "storage unavailable, retry later", headers={"Retry-After": "5"})
-    if isinstance(exc, psycopg.DataError):  # e.g. a number jsonb cannot hold (1e-20000)
+    state = getattr(exc, "sqlstate", None) or ""
+    if isinstance(exc, psycopg.DataError) or state.startswith("54"):  # 1e-20000 in jsonb; a too-big key
         detail = exc.diag.message_primary or str(exc).splitlines()[0]
         return Rejected(400, "malformed", f"body has a value that cannot be stored: {detail}")
+    if state == "23503" and accepted.tenant_id:  # the tenant was deleted while its secrets were cached
+        req.state.ctx.forget_tenant(accepted.tenant_id)
+        return Rejected(404, "unknown_tenant", f"unknown tenant {accepted.tenant_id}")
     raise exc
 
 
@@ -275,6 +280,16 @@ class _Accepted:
         if self.with_event_id:
             content["event_id"] = self.event_id
         return 200, orjson.dumps(content), None
+
+
+MAX_EVENT_ID = 255
+
+
+def _check_event_id(event_id: str, source: str) -> None:
+    """Event ids are short (Razorpay's are 18 characters). The header is not covered by the
+    signature, and an id too big for the unique index would fail its whole batch."""
+    if len(event_id) > MAX_EVENT_ID:
+        raise Rejected(400, "malformed", f"event id from {source} is longer than {MAX_EVENT_ID} characters")
 
 
 def _check_source(req: WebhookRequest) -> None:
@@ -343,6 +358,7 @@ def _razorpay_accept(req: WebhookRequest, body: bytes, signature: str, payload: 
     if tenant_id and req.state.tenant_limiter.rate > 0:
         _rate_limit(f"tenant:{tenant_id}", req.state.tenant_limiter)
     event_id = req.header(b"x-razorpay-event-id") or "sha256:" + hashlib.sha256(body).hexdigest()
+    _check_event_id(event_id, "x-razorpay-event-id")
     return _Accepted("razorpay", "payment", tenant_id, event_id, event, body, started, True)
 
 
@@ -396,6 +412,7 @@ def _shiprocket_accept(req: WebhookRequest, body: bytes, token: str, event_id: s
         raise Rejected(401, "bad_token", "x-api-key does not match")
     if tenant_id and req.state.tenant_limiter.rate > 0:
         _rate_limit(f"tenant:{tenant_id}", req.state.tenant_limiter)
+    _check_event_id(event_id, "awb, shipment_status_id and current_timestamp")
     return _Accepted("shiprocket", "shipping", tenant_id, event_id, webhook_type, body, started, False)
 
 
@@ -449,7 +466,7 @@ def stored_answer(req: WebhookRequest, accepted: _Accepted, future) -> tuple[int
         exc = future.exception()
         if exc is None:
             return accepted.answer(future.result())
-        return _reject(accepted.provider, req, _store_error(exc))
+        return _reject(accepted.provider, req, _store_error(req, accepted, exc))
     except Exception:
         return _bug(req)
 

@@ -585,3 +585,32 @@ def test_client_disconnect_mid_body_stores_nothing_and_server_stays_healthy(live
     resp = exchange(live["port"], plain(path, body, headers))
     assert_ok(resp, event_id)
     assert stored(live["db"], event_id) == 1
+
+
+def test_an_event_id_too_long_for_storage_is_refused_400_and_its_neighbours_are_stored(live):
+    long_id = "evt_" + "x" * 300
+    body, headers, _ = rzp_webhook(SECRET_K, event_id=long_id)
+    r = httpx.post(f"{live['url']}{RZP}/{live['tenant_k']}", content=body, headers=headers)
+    assert r.status_code == 400 and "longer than 255" in r.json()["error"]
+    ok_body, ok_headers, ok_id = rzp_webhook(SECRET_K)
+    assert httpx.post(f"{live['url']}{RZP}/{live['tenant_k']}", content=ok_body, headers=ok_headers).status_code == 200
+    with psycopg.connect(live["db"]) as c:
+        ids = {r[0] for r in c.execute("select event_id from storeops.payment_webhooks where event_id in (%s, %s)",
+                                       (long_id, ok_id)).fetchall()}
+    assert ids == {ok_id}
+
+
+def test_a_tenant_deleted_while_its_secrets_are_cached_gets_404_not_500(live):
+    with psycopg.connect(live["db"], autocommit=True) as c:
+        tenant = str(c.execute("insert into storeops.tenants (name) values ('Soon gone') returning id").fetchone()[0])
+        c.execute("insert into storeops.tenant_secrets (tenant_id, kind, secret) values (%s, 'razorpay_webhook', %s)",
+                  (tenant, SECRET_K))
+    body, headers, _ = rzp_webhook(SECRET_K)
+    assert httpx.post(f"{live['url']}{RZP}/{tenant}", content=body, headers=headers).status_code == 200
+    with psycopg.connect(live["db"], autocommit=True) as c:
+        c.execute("delete from storeops.tenants where id = %s", (tenant,))
+    for _ in range(2):  # the first finds the row gone at insert time; the second, the cache dropped
+        body, headers, _ = rzp_webhook(SECRET_K)
+        r = httpx.post(f"{live['url']}{RZP}/{tenant}", content=body, headers=headers)
+        assert r.status_code == 404, r.text
+        assert "unknown tenant" in r.json()["error"]
