@@ -85,16 +85,21 @@ def analysis(sections: dict[int, Section], sizes: Sizes, processes: int) -> dict
                 f"and wrk together must fit in {budget:.0f} µs of CPU per webhook. Measured per stored webhook in "
                 f"the intake phase: serve processes {per['server']:.0f} µs, Postgres {per['postgres']:.0f} µs (the "
                 f"INSERT into a table with {d.get('payment_webhooks_indexes', '?')} indexes, a foreign key, WAL, "
-                f"commit, at {d.get('webhooks_per_commit') or '?'} webhooks per commit), wrk {per['wrk+harness']:.0f} µs: "
+                f"commit; {d['intake'].get('webhooks_per_commit') or '?'} webhooks per database commit), wrk "
+                f"{per['wrk+harness']:.0f} µs: "
                 f"{total:.0f} µs, so about {fmt(1e6 * ncpu / total)}/s if this machine had nothing else to run (it had "
                 f"{_cores(cpu, 'other'):.2f} cores of other programs during the phase). Of the serve processes' "
                 f"{per['server']:.0f} µs, the same HTTP stack with no database (baseline a) needs {http_us:.0f} µs "
                 f"(wrk {wrk_us:.0f} µs); the rest is the webhook's own work (signature, JSON, batching, the INSERT's "
-                "round trip, metrics: the profile below). Python's share per webhook is the largest single part; "
-                "the target needs about "
-                f"{100 * (total - budget) / total:.0f}% less CPU per webhook, or more cores (serve processes share "
-                "nothing but the database, so the rate grows with processes until Postgres's per-row cost is the "
-                "limit).")
+                "round trip, metrics: the profile below). "
+                + (f"The target needs about {100 * (total - budget) / total:.0f}% less CPU per webhook, or more "
+                   "cores (serve processes share nothing but the database, so the rate grows with processes until "
+                   "Postgres's per-row cost is the limit)." if total > budget else
+                   f"That fits the budget, and the machine was not saturated ({_cores(cpu, 'machine'):.2f} of {ncpu} "
+                   "cores busy): the rest was latency. Each of wrk's 64 connections waits for its webhook's batch "
+                   f"to commit, {64000 / rate:.1f} ms on average (Little's law), with one batch in flight per serve "
+                   "process; a second one in flight made batches smaller and cost more CPU per webhook than it "
+                   "saved in waiting (measured)."))
         p99 = d["intake"]["p99_ms"]
         if p99 >= ingest.TARGET_P99_MS:
             lines.append(f"**p99 {p99:.1f} ms is over {ingest.TARGET_P99_MS:g} ms**: wrk keeps 64 requests in flight "
