@@ -356,8 +356,15 @@ class IngestBatcher:
                 await asyncio.sleep(0.5)
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
+        # Cancel until they are done: on Python 3.11, asyncio.wait_for() swallows a cancellation
+        # that arrives just as the awaited thing completes, and the loop would go on.
+        for _ in range(20):
+            pending = [task for task in self._tasks if not task.done()]
+            if not pending:
+                break
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=0.5)
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 

@@ -26,8 +26,8 @@ async def batcher(fresh_db):
 
     yield make
     for b in made:
-        await b.close()
-    await pool.close()
+        await asyncio.wait_for(b.close(), 10)  # closing must not hang (it once could, see IngestBatcher.close)
+    await asyncio.wait_for(pool.close(), 10)
 
 
 def _rows(db: str) -> set[str]:
