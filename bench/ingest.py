@@ -206,7 +206,9 @@ def run(env: BenchEnv, sizes: Sizes, section: Section) -> dict:
                          if commit_stats.get("commits") else None}
     section.cpu["storeops intake (serve --no-worker)"] = cpu
 
-    # as deployed: every serve process's worker applies the events while they arrive
+    # as deployed: every serve process's worker applies the events while they arrive (starting with
+    # what the intake-only phase left unapplied)
+    backlog_at_start = count_rows(url, "select count(*) from storeops.payment_webhooks where not processed")
     runner = env.start_runner(url, "ingest-serve")
     try:
         deployed, cpu = wrk_phase(env, runner, path, bodies, "serve", sizes)
@@ -215,7 +217,8 @@ def run(env: BenchEnv, sizes: Sizes, section: Section) -> dict:
     finally:
         env.stop_service(runner)
     stored_d = stored_with_prefix(url, "payment_webhooks", "serve")
-    details["deployed"] = {**deployed.as_dict(), "rows_stored": stored_d, "unapplied_at_end": backlog}
+    details["deployed"] = {**deployed.as_dict(), "rows_stored": stored_d, "unapplied_at_start": backlog_at_start,
+                           "unapplied_at_end": backlog}
     section.cpu["storeops serve (worker applying)"] = cpu
 
     # (b) the database ceiling: pgbench single-row inserts, same table, same cluster

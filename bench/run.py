@@ -117,16 +117,22 @@ def analysis(sections: dict[int, Section], sizes: Sizes, processes: int) -> dict
             "DO NOTHING RETURNING` with four binary text[] parameters sent straight through libpq (one round trip; "
             "the answer comes after ReadyForQuery, which follows the commit's WAL flush). The NOTIFY that wakes "
             "the workers is sent outside the insert transactions (Postgres serialises all NOTIFYing commits on one "
-            "lock held through the WAL flush), at most one per 5 ms, asynchronously committed. One log line per "
-            "committed batch lists every webhook in it. uvloop; N forked processes on SO_REUSEPORT sockets.")
+            "lock held through the WAL flush), asynchronously committed: at most one per 5 ms from a process "
+            "that runs no worker (as in this phase), one per 50 ms from one that does, since the receiver wakes "
+            "its own worker directly. One log line per committed batch lists every webhook in it. uvloop; N "
+            "forked processes on SO_REUSEPORT sockets.")
         dep = d["deployed"]
         dcpu = s.cpu.get("storeops serve (worker applying)", {})
         lines.append(f"As deployed (each serve process's worker applying the events while they arrive) intake was "
                      f"{fmt(dep['2xx_per_s'])}/s: applying shares the same {os.cpu_count()} cores (Postgres "
                      f"{_cores(dcpu, 'postgres'):.2f} cores in that phase against {_cores(cpu, 'postgres'):.2f} for "
                      "intake alone). "
-                     + (f"{fmt(dep['unapplied_at_end'])} events were still waiting to be applied when wrk stopped "
-                        "(stored; the workers catch up)." if dep["unapplied_at_end"] else
+                     + (f"The phase began with the {fmt(dep['unapplied_at_start'])} webhooks the intake-only phase had "
+                        "left unapplied. " if dep.get("unapplied_at_start") else "")
+                     + (f"{fmt(dep['unapplied_at_end'])} were still waiting to be applied when wrk stopped (stored; "
+                        "the workers catch up), so the workers applied about "
+                        f"{fmt((dep.get('unapplied_at_start', 0) + dep['rows_stored'] - dep['unapplied_at_end']) / max(dep.get('seconds') or sizes.ingest_seconds, 1))}"
+                        "/s meanwhile." if dep["unapplied_at_end"] else
                         "The workers kept up: nothing was unapplied when counted right after wrk stopped."))
         out[1] = lines
     s = sections.get(2)
