@@ -73,7 +73,7 @@ class Sizes:
     def full(cls) -> Sizes:
         return cls(ingest_seconds=15, warmup_seconds=2, pgbench_seconds=10, e2e_rate=1000, e2e_seconds=20,
                    apply_events=100_000, queue_jobs=20_000, procrastinate_jobs=5_000, sweep_domains=100_000,
-                   cleanup_rows=1_000_000, cleanup_baseline_seconds=10, cleanup_max_seconds=120, orders=2000)
+                   cleanup_rows=1_000_000, cleanup_baseline_seconds=20, cleanup_max_seconds=120, orders=2000)
 
     @classmethod
     def smoke(cls) -> Sizes:

@@ -48,19 +48,26 @@ async def _recon_review(ctx, worker) -> object:
         return (await (await conn.execute("select storeops.review_reconciliation()")).fetchone())[0]
 
 
-async def cleanup(ctx, older_than: str = "90 days", batch: int = 2000, pause: float = 0.02) -> int:
-    """Delete processed webhooks older than `older_than` in short committed batches, pausing
-    `pause` seconds between them so ingest keeps the CPU and I/O it needs."""
+async def cleanup(ctx, older_than: str = "90 days", batch: int = 1000, pause: float = 0.02,
+                  duty: float = 1 / 3) -> int:
+    """Delete processed webhooks older than `older_than` in short committed batches. Between two
+    batches it pauses at least `pause` seconds, and long enough that deleting takes at most `duty`
+    of the time: every deleted row writes WAL (a whole page image for the first change to a page
+    after a checkpoint), and every ingest commit has to flush the WAL written before it. Nobody
+    waits for a weekly cleanup; webhooks arriving meanwhile do wait for their commits."""
     total = 0
+    loop = asyncio.get_running_loop()
     for table in ("payment_webhooks", "shipping_webhooks"):
         while True:
+            started = loop.time()
             async with ctx.pool.connection() as conn:
                 n = (await (await conn.execute("select storeops.delete_processed_webhooks(%s, %s::interval, %s)",
                                                (table, older_than, batch))).fetchone())[0]
             total += n
             if n < batch:
                 break
-            await asyncio.sleep(pause)  # let ingest interleave
+            took = loop.time() - started
+            await asyncio.sleep(max(pause, took * (1 - duty) / duty))  # let ingest interleave
     return total
 
 
