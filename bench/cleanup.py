@@ -73,6 +73,8 @@ class LockSampler(threading.Thread):
         self.ingest_waits: collections.Counter = collections.Counter()  # by wait_event
         self.ingest_blocked_by_cleanup = 0
         self.other_waits: collections.Counter = collections.Counter()
+        # every wait of an active ingest INSERT (LWLocks, I/O, client reads too), by type:event
+        self.ingest_any_waits: collections.Counter = collections.Counter()
 
     def run(self) -> None:
         with psycopg.connect(self.url, autocommit=True) as conn:
@@ -88,6 +90,8 @@ class LockSampler(threading.Thread):
                 for wtype, wevent, query, by_cleanup in rows:
                     ingest = query.lstrip().lower().startswith("insert into storeops.payment_webhooks")
                     self.ingest_active += ingest
+                    if ingest:
+                        self.ingest_any_waits[f"{wtype}:{wevent}" if wtype else "on CPU"] += 1
                     if wtype != "Lock":
                         continue
                     if ingest:
@@ -105,7 +109,8 @@ class LockSampler(threading.Thread):
     def summary(self) -> dict:
         return {"samples": self.samples, "ingest_inserts_seen_active": self.ingest_active,
                 "ingest_lock_waits": dict(self.ingest_waits), "ingest_blocked_by_cleanup": self.ingest_blocked_by_cleanup,
-                "other_lock_waits": dict(self.other_waits.most_common(5))}
+                "other_lock_waits": dict(self.other_waits.most_common(5)),
+                "ingest_states": dict(self.ingest_any_waits.most_common(8))}
 
 
 def run(env: BenchEnv, sizes: Sizes, section: Section) -> dict:
