@@ -43,13 +43,6 @@ def create_app() -> Starlette:
     ])
 
 
-class _Answered:
-    __slots__ = ("request_id",)
-
-    def __init__(self, request_id: str):
-        self.request_id = request_id
-
-
 def _match(path: str):
     return (None, None) if path.startswith("/functions/v1/razorpay-webhook") else None
 
@@ -57,7 +50,7 @@ def _match(path: str):
 def _accept_now(handler, state, scope, path_tenant, body):
     event_id = next((v.decode() for k, v in scope["headers"] if k == b"x-razorpay-event-id"), None)
     out = orjson.dumps({"status": "ok", "event_id": event_id})
-    return _Answered("-"), (200, out, None)
+    return SimpleNamespace(request_id="-"), (200, out, None)
 
 
 def protocol(app):

@@ -49,11 +49,9 @@ class Context:
 
     async def tenant_webhook_config(self, tenant_id: str, kind: str) -> TenantWebhookConfig:
         """The tenant's active secrets of `kind` (both during a rotation) and its Razorpay account id."""
-        key = (tenant_id, kind)
-        hit = self._tenant_cache.get(key)
-        now = time.monotonic()
-        if hit and hit[0] > now:
-            return hit[1]
+        cfg = self.cached_webhook_config(tenant_id, kind)
+        if cfg is not None:
+            return cfg
         async with self.pool.connection() as conn:
             row = await (await conn.execute(
                 "select razorpay_account_id from storeops.tenants where id = %s", (tenant_id,))).fetchone()
@@ -62,11 +60,12 @@ class Context:
                 cur = await conn.execute("select secret from storeops.get_tenant_secrets(%s, %s)", (tenant_id, kind))
                 secrets = [r[0] for r in await cur.fetchall()]
         cfg = TenantWebhookConfig(exists=row is not None, secrets=secrets, account_id=row[0] if row else None)
+        now = time.monotonic()
         if len(self._tenant_cache) >= 10_000:  # random tenant ids in URLs must not grow it for ever
             self._tenant_cache = {k: v for k, v in self._tenant_cache.items() if v[0] > now}
             if len(self._tenant_cache) >= 10_000:
                 self._tenant_cache.clear()
-        self._tenant_cache[key] = (now + self.tenant_cache_ttl, cfg)
+        self._tenant_cache[(tenant_id, kind)] = (now + self.tenant_cache_ttl, cfg)
         return cfg
 
     def razorpay_client(self, key_id: str | None = None, key_secret: str | None = None):

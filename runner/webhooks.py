@@ -112,8 +112,7 @@ class WebhookRequest:
             if size > limit:
                 raise Rejected(413, "too_large", f"body of {size} bytes exceeds the {limit} byte limit")
         if self.preread is not None:
-            if len(self.preread) > limit:
-                raise Rejected(413, "too_large", f"body exceeds the {limit} byte limit")
+            _check_size(self.preread, limit)
             return self.preread
         receive = self.receive
         message = await receive()
@@ -292,6 +291,24 @@ def _check_event_id(event_id: str, source: str) -> None:
         raise Rejected(400, "malformed", f"event id from {source} is longer than {MAX_EVENT_ID} characters")
 
 
+def _cached_tenant(req: WebhookRequest, body: bytes, kind: str):
+    """What both `_*_now` handlers do first: (tenant, its cached config) when the URL names a
+    tenant seen before and its secrets are cached, after the per-source rate limit and the body
+    limit; None otherwise, having consumed nothing (the waiting path then starts over)."""
+    tenant = _TENANTS.get(req.path_tenant) if req.path_tenant is not None else None
+    cfg = req.state.ctx.cached_webhook_config(tenant, kind) if tenant is not None else None
+    if cfg is None:
+        return None
+    _check_source(req)
+    _check_size(body, req.state.ctx.settings.max_body_bytes)
+    return tenant, cfg
+
+
+def _check_size(body: bytes, limit: int) -> None:
+    if len(body) > limit:
+        raise Rejected(413, "too_large", f"body exceeds the {limit} byte limit")
+
+
 def _check_source(req: WebhookRequest) -> None:
     limiter = req.state.source_limiter
     if limiter.rate > 0:
@@ -379,14 +396,10 @@ def _razorpay_now(req: WebhookRequest, body: bytes) -> _Accepted | None:
     """_razorpay without waiting: None when it needs the database first (no tenant in the URL, or
     the tenant's secrets are not cached)."""
     started = time.perf_counter()
-    tenant = _TENANTS.get(req.path_tenant) if req.path_tenant is not None else None
-    cfg = req.state.ctx.cached_webhook_config(tenant, _RZP_KIND) if tenant is not None else None
-    if cfg is None:  # (nothing consumed yet, e.g. no rate-limit token: the waiting path starts over)
+    cached = _cached_tenant(req, body, _RZP_KIND)
+    if cached is None:
         return None
-    _check_source(req)
-    tenant_id = tenant
-    if len(body) > req.state.ctx.settings.max_body_bytes:
-        raise Rejected(413, "too_large", f"body exceeds the {req.state.ctx.settings.max_body_bytes} byte limit")
+    tenant_id, cfg = cached
     signature = _credential(req, "X-Razorpay-Signature")
     payload, event = _razorpay_parse(body)
     return _razorpay_accept(req, body, signature, payload, event, tenant_id, cfg, started)
@@ -432,14 +445,10 @@ async def _shiprocket(req: WebhookRequest) -> _Accepted:
 
 def _shiprocket_now(req: WebhookRequest, body: bytes) -> _Accepted | None:
     started = time.perf_counter()
-    tenant = _TENANTS.get(req.path_tenant) if req.path_tenant is not None else None
-    cfg = req.state.ctx.cached_webhook_config(tenant, _SR_KIND) if tenant is not None else None
-    if cfg is None:  # (nothing consumed yet, e.g. no rate-limit token: the waiting path starts over)
+    cached = _cached_tenant(req, body, _SR_KIND)
+    if cached is None:
         return None
-    _check_source(req)
-    tenant_id = tenant
-    if len(body) > req.state.ctx.settings.max_body_bytes:
-        raise Rejected(413, "too_large", f"body exceeds the {req.state.ctx.settings.max_body_bytes} byte limit")
+    tenant_id, cfg = cached
     token = _credential(req, "x-api-key")
     _payload, event_id, webhook_type = _shiprocket_parse(body)
     return _shiprocket_accept(req, body, token, event_id, webhook_type, tenant_id, cfg, started)
