@@ -252,15 +252,11 @@ class WrkResult:
                 "p99_ms": round(self.p99_ms, 2), "max_ms": round(self.max_ms, 2), "errors": self.errors}
 
 
-def run_wrk(url: str, path: str, prefix: str, bodies: Path, *, seconds: float, connections: int = 64,
-            threads: int = 2, stop_when=None, timeout_s: int = 5) -> WrkResult:
-    """wrk with bench/ingest.lua: cycles through pre-signed bodies, a unique x-razorpay-event-id
-    per request (`prefix`_thread_n). With `stop_when` (a callable polled every 50 ms), wrk is
-    stopped early (SIGINT: it stops and prints its summary) once it returns True."""
-    argv = [WRK, f"-t{threads}", f"-c{connections}", f"-d{max(1, int(round(seconds)))}s", f"--timeout={timeout_s}s",
-            "--latency", "-s", str(BENCH / "ingest.lua"), url, "--", path, prefix, str(bodies)]
+def _run_until(argv: list[str], seconds: float, stop_when, name: str) -> tuple[str, float]:
+    """Run a load generator; with `stop_when` (a callable polled every 50 ms) stop it early with
+    SIGINT (it then stops and prints its summary) once that returns True."""
     started = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     if stop_when is not None:
         while proc.poll() is None:
             if stop_when():
@@ -268,16 +264,46 @@ def run_wrk(url: str, path: str, prefix: str, bodies: Path, *, seconds: float, c
                 break
             time.sleep(0.05)
     out, _ = proc.communicate(timeout=seconds + 60)
-    elapsed = time.monotonic() - started
+    if proc.returncode != 0:
+        raise BenchError(f"{name} failed ({proc.returncode}): {out[-1500:]}")
+    return out, time.monotonic() - started
+
+
+def run_wrk(url: str, path: str, prefix: str, bodies: Path, *, seconds: float, connections: int = 64,
+            threads: int = 2, stop_when=None, timeout_s: int = 5) -> WrkResult:
+    """wrk with bench/ingest.lua: cycles through pre-signed bodies, a unique x-razorpay-event-id
+    per request (`prefix`_thread_n); every connection sends its next request as soon as it has its
+    answer (a closed loop: the ceiling)."""
+    argv = [WRK, f"-t{threads}", f"-c{connections}", f"-d{max(1, int(round(seconds)))}s", f"--timeout={timeout_s}s",
+            "--latency", "-s", str(BENCH / "ingest.lua"), url, "--", path, prefix, str(bodies)]
+    out, elapsed = _run_until(argv, seconds, stop_when, "wrk")
     match = re.search(r"^WRKJSON (.*)$", out, re.M)
-    if proc.returncode != 0 or not match:
-        raise BenchError(f"wrk failed ({proc.returncode}): {out[-1500:]}")
+    if not match:
+        raise BenchError(f"wrk printed no summary: {out[-1500:]}")
     data = json.loads(match.group(1))
     seconds_run = data["duration_us"] / 1e6 or elapsed
     errors = {k: v for k, v in data["errors"].items() if v}
     return WrkResult(requests=data["requests"], non_2xx=data["errors"]["status"], seconds=seconds_run,
                      p50_ms=data["p50_us"] / 1000, p99_ms=data["p99_us"] / 1000, max_ms=data["max_us"] / 1000,
                      errors=errors)
+
+
+def run_paced(port: int, path: str, prefix: str, bodies: Path, *, rate: float, seconds: float,
+              connections: int = 64, stop_when=None) -> WrkResult:
+    """bench.paced: the same signed bodies released at a steady `rate` (an open loop); latency is
+    measured from each request's due time."""
+    argv = [sys.executable, "-m", "bench.paced", "--port", str(port), "--path", path, "--bodies", str(bodies),
+            "--prefix", prefix, "--rate", f"{rate:g}", "--seconds", f"{seconds:g}", "--connections", str(connections)]
+    out, _ = _run_until(argv, seconds, stop_when, "bench.paced")
+    match = re.search(r"^PACEDJSON (.*)$", out, re.M)
+    if not match:
+        raise BenchError(f"bench.paced printed no summary: {out[-1500:]}")
+    data = json.loads(match.group(1))
+    errors = {k: v for k, v in data["errors"].items() if v}
+    if data["sent"] > data["requests"]:
+        errors["unanswered"] = data["sent"] - data["requests"]
+    return WrkResult(requests=data["requests"], non_2xx=data["non_2xx"], seconds=data["seconds"],
+                     p50_ms=data["p50_ms"], p99_ms=data["p99_ms"], max_ms=data["max_ms"], errors=errors)
 
 
 # -- the bench environment --------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from bench.common import Section, Sizes, count_rows, seed_tenant, write_signed_bodies
-from bench.env import BenchEnv, CpuMeter, WrkResult, run_wrk
+from bench.env import BenchEnv, CpuMeter, WrkResult, run_paced, run_wrk
 
 TARGET_RATE = 12_000
 TARGET_P99_MS = 25.0
@@ -29,16 +29,22 @@ def _commits(url: str | None) -> int:
 
 def wrk_phase(env: BenchEnv, svc, path: str, bodies: Path, prefix: str, sizes: Sizes, *,
               seconds: float | None = None, stop_when=None, on_start=None, url: str | None = None,
-              stats: dict | None = None) -> tuple[WrkResult, dict]:
-    """Warm up, then wrk while metering CPU. With `url` and `stats`, also how many transactions
-    the database committed meanwhile (stats['commits'])."""
-    run_wrk(svc.base_url, path, prefix + "w", bodies, seconds=sizes.warmup_seconds)  # warm up, connect
+              stats: dict | None = None, rate: float | None = None) -> tuple[WrkResult, dict]:
+    """Warm up, then wrk while metering CPU; with `rate`, bench.paced at that steady rate instead
+    of wrk. With `url` and `stats`, also how many transactions the database committed meanwhile
+    (stats['commits'])."""
+    def load(prefix: str, seconds: float, stop_when=None) -> WrkResult:
+        if rate:
+            return run_paced(svc.port, path, prefix, bodies, rate=rate, seconds=seconds, stop_when=stop_when)
+        return run_wrk(svc.base_url, path, prefix, bodies, seconds=seconds, stop_when=stop_when)
+
+    load(prefix + "w", sizes.warmup_seconds)  # warm up, connect
     if on_start is not None:
         on_start()
     before = _commits(url)
     meter = CpuMeter({"server": {svc.proc.pid}, "postgres": {env.postmaster_pid()},
                       "wrk+harness": {os.getpid()}}).start()
-    result = run_wrk(svc.base_url, path, prefix, bodies, seconds=seconds or sizes.ingest_seconds, stop_when=stop_when)
+    result = load(prefix, seconds or sizes.ingest_seconds, stop_when)
     cpu = meter.stop()
     if stats is not None and url:
         stats["commits"] = _commits(url) - before

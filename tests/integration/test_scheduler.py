@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import httpx
 import psycopg
@@ -86,3 +87,35 @@ async def test_cleanup_deletes_old_processed_webhooks_in_batches_and_keeps_the_r
         for table in ("payment_webhooks", "shipping_webhooks"):
             left = dict(c.execute(f"select split_part(event_id, '-', 2), count(*) from storeops.{table} group by 1").fetchall())
             assert left == {"stuck": 4, "new": 3}
+
+
+@pytest.mark.parametrize("table", ["payment_webhooks", "shipping_webhooks"])
+def test_cleanup_never_deletes_a_row_that_a_concurrent_replay_marks_unprocessed(fresh_db, table):
+    """0041 deletes without locking the batch first: a row another transaction is changing is
+    waited for and re-checked, so a replay that marks an old webhook unprocessed keeps it."""
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute(f"""insert into storeops.{table} (event_id, webhook_type, payload, processed, processed_at, created_at)
+                      select 'old-' || g, 'x', '{{}}', true, now(), now() - interval '91 days'
+                      from generate_series(1, 5) g""")
+    replay = psycopg.connect(fresh_db)
+    try:
+        replay.execute(f"update storeops.{table} set processed = false, processed_at = null where event_id = 'old-3'")
+        result: dict = {}
+
+        def delete() -> None:
+            with psycopg.connect(fresh_db, autocommit=True) as c:
+                result["n"] = c.execute("select storeops.delete_processed_webhooks(%s, interval '90 days', 100)",
+                                        (table,)).fetchone()[0]
+
+        worker = threading.Thread(target=delete)
+        worker.start()
+        worker.join(1.0)
+        assert worker.is_alive(), "the delete should wait for the row being replayed"
+        replay.commit()
+        worker.join(10)
+        assert result["n"] == 4
+    finally:
+        replay.close()
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        left = [r[0] for r in c.execute(f"select event_id from storeops.{table}").fetchall()]
+    assert left == ["old-3"]

@@ -18,7 +18,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from runner.cluster import Cluster, ClusterError, free_port, port_in_use, running_as_root
+from runner.cluster import (
+    Cluster,
+    ClusterError,
+    free_port,
+    port_in_use,
+    running_as_root,
+    wal_compression_method,
+)
 
 
 @pytest.fixture(scope="module")
@@ -219,3 +226,11 @@ def test_cli_db_start_where_the_postgres_user_cannot_reach_says_so(tmp_path):
         assert not (private / "pg").exists()
     finally:
         shutil.rmtree(private, ignore_errors=True)
+
+
+def test_wal_is_compressed(running):
+    """Full-page images are compressed (lz4 where the server has it): it halves the WAL of the
+    90-day cleanup's deletes, which ingest commits would otherwise queue behind."""
+    expected = wal_compression_method(running.bindir)
+    shown = query(running, "show wal_compression")
+    assert shown == expected if expected == "lz4" else shown in ("pglz", "on")

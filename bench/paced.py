@@ -1,0 +1,133 @@
+"""An open-loop load generator: signed Razorpay webhooks released on a fixed schedule.
+
+wrk keeps every connection busy (a closed loop), which measures the ceiling: with the machine
+full, anything else that runs adds queueing to every request. A steady rate below the ceiling is
+what a receiver sees most of the time, and it is what section 6 holds fixed while the cleanup
+runs. Request i is due at start + i/rate, whatever happened to the ones before it; its latency is
+measured from that due time to the response being read, so a stalled server shows up in full
+(no coordinated omission) even when every connection was busy and the request had to wait for one.
+
+Run as `python -m bench.paced --port P --path /... --bodies FILE --prefix X --rate R --seconds S`;
+SIGINT stops it early (as wrk). It prints one line `PACEDJSON {...}` with wrk's fields (requests,
+non-2xx, seconds, p50/p99/max in ms) so that bench.env.run_wrk's reader takes either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import time
+from array import array
+
+import orjson
+
+
+def _requests(path: str, bodies: list[tuple[str, bytes]], prefix: str):
+    heads = [(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+              f"Content-Length: {len(body)}\r\nX-Razorpay-Signature: {sig}\r\nX-Razorpay-Event-Id: ").encode()
+             for sig, body in bodies]
+
+    def build(i: int) -> bytes:
+        k = i % len(bodies)
+        return heads[k] + f"{prefix}_{i}\r\n\r\n".encode() + bodies[k][1]
+
+    return build
+
+
+def _percentile(sorted_values, p: float) -> float:
+    if not sorted_values:
+        return 0.0
+    return sorted_values[min(len(sorted_values) - 1, int(p * len(sorted_values)))]
+
+
+async def drive(port: int, build, rate: float, seconds: float, connections: int, stop: asyncio.Event) -> dict:
+    latencies = array("d")
+    statuses = {"non_2xx": 0, "read": 0, "connect": 0}
+    queue: asyncio.Queue[int | None] = asyncio.Queue()
+    start = time.perf_counter() + 0.05
+
+    async def connection() -> None:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            statuses["connect"] += 1
+            return
+        try:
+            while (i := await queue.get()) is not None:
+                writer.write(build(i))
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    length = 0
+                    for line in head.split(b"\r\n"):
+                        if line[:15].lower() == b"content-length:":
+                            length = int(line[15:])
+                    if length:
+                        await reader.readexactly(length)
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    statuses["read"] += 1
+                    return
+                latencies.append(time.perf_counter() - (start + i / rate))
+                if head[9:10] != b"2":
+                    statuses["non_2xx"] += 1
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    workers = [asyncio.create_task(connection()) for _ in range(connections)]
+    sent = 0
+    while not stop.is_set():
+        now = time.perf_counter()
+        if now - start >= seconds:
+            break
+        due = int((now - start) * rate) + 1 if now >= start else 0
+        while sent < due:
+            queue.put_nowait(sent)
+            sent += 1
+        await asyncio.sleep(0.001)
+    elapsed = max(time.perf_counter() - start, 1e-9)
+    for _ in workers:
+        queue.put_nowait(None)
+    await asyncio.gather(*workers)
+    values = sorted(latencies)
+    return {"requests": len(values), "non_2xx": statuses["non_2xx"], "sent": sent, "seconds": elapsed,
+            "rate": rate, "errors": {"connect": statuses["connect"], "read": statuses["read"]},
+            "p50_ms": 1000 * _percentile(values, 0.50), "p90_ms": 1000 * _percentile(values, 0.90),
+            "p99_ms": 1000 * _percentile(values, 0.99), "max_ms": 1000 * (values[-1] if values else 0.0)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.paced", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--path", required=True)
+    parser.add_argument("--bodies", required=True, help='file of "signature<TAB>body" lines')
+    parser.add_argument("--prefix", required=True, help="event ids are <prefix>_<n>")
+    parser.add_argument("--rate", type=float, required=True, help="requests per second")
+    parser.add_argument("--seconds", type=float, required=True)
+    parser.add_argument("--connections", type=int, default=64)
+    args = parser.parse_args(argv)
+    bodies = []
+    with open(args.bodies) as fh:
+        for line in fh:
+            sig, _, body = line.rstrip("\n").partition("\t")
+            bodies.append((sig, body.encode()))
+    build = _requests(args.path, bodies, args.prefix)
+
+    async def run() -> dict:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
+        return await drive(args.port, build, args.rate, args.seconds, args.connections, stop)
+
+    try:
+        import uvloop
+        result = uvloop.run(run())
+    except ImportError:
+        result = asyncio.run(run())
+    print("PACEDJSON " + orjson.dumps(result).decode(), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
