@@ -8,8 +8,11 @@ from runner.config import resolve_database_url
 
 def register(sub) -> None:
     p = sub.add_parser("migrate", help="apply pending schema migrations (a no-op when up to date)")
-    p.add_argument("--rollback", action="store_true", help="roll back instead of applying")
-    p.add_argument("--count", type=int, default=None, help="with --rollback: how many (default: all)")
+    p.add_argument("--rollback", action="store_true",
+                   help="roll back instead of applying: the newest migration only, unless --count or --all")
+    p.add_argument("--count", type=int, default=None, help="with --rollback: how many, newest first (default: 1)")
+    p.add_argument("--all", action="store_true",
+                   help="with --rollback: every migration (drops every storeops table and its data)")
     p.add_argument("--status", action="store_true", help="list applied and pending migrations, change nothing")
     p.set_defaults(func=cmd_migrate)
 
@@ -27,8 +30,19 @@ def cmd_migrate(args) -> int:
         for mid in st.pending:
             print(f"pending  {mid}")
         return 0
+    if args.count is not None or args.all:
+        from runner.cli import UserError
+
+        if not args.rollback:
+            raise UserError("--count and --all go with --rollback")
+        if args.all and args.count is not None:
+            raise UserError("give --count N or --all, not both")
+        if args.count is not None and args.count < 1:
+            raise UserError(f"--count must be 1 or more, got {args.count}")
     if args.rollback:
-        done = migrate.rollback(url, args.count)
+        # One by default: a bare --rollback that dropped every table (and every payment record)
+        # would be one flag away from losing the data this system exists to keep.
+        done = migrate.rollback(url, None if args.all else (args.count or 1))
         print(f"rolled back {len(done)} migration(s)" + (": " + ", ".join(done) if done else ""))
         return 0
     done = migrate.apply(url)

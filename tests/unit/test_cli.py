@@ -105,3 +105,30 @@ def test_migrate_twice_the_second_run_is_up_to_date(empty_db):
     assert status.returncode == 0
     assert "pending" not in status.stdout
     assert status.stdout.count("applied ") == len(expected)
+
+
+def test_migrate_rollback_takes_back_the_newest_migration_unless_told_more(empty_db):
+    assert run("migrate", database_url=empty_db).returncode == 0
+    applied = migrate.state(empty_db).applied
+
+    one = run("migrate", "--rollback", database_url=empty_db)
+    assert one.returncode == 0, one.stderr
+    assert one.stdout.strip() == f"rolled back 1 migration(s): {applied[-1]}"
+    assert migrate.state(empty_db).pending == [applied[-1]]
+
+    two = run("migrate", "--rollback", "--count", "2", database_url=empty_db)
+    assert two.stdout.strip() == f"rolled back 2 migration(s): {applied[-2]}, {applied[-3]}"
+
+    for argv, says in ((["--count", "1"], "--count and --all go with --rollback"),
+                       (["--rollback", "--count", "0"], "--count must be 1 or more, got 0"),
+                       (["--rollback", "--all", "--count", "3"], "give --count N or --all, not both")):
+        refused = run("migrate", *argv, database_url=empty_db)
+        assert refused.returncode != 0
+        assert says in assert_one_clear_line(refused)
+    assert len(migrate.state(empty_db).applied) == len(applied) - 3  # nothing was rolled back by those
+
+    everything = run("migrate", "--rollback", "--all", database_url=empty_db)
+    assert everything.stdout.startswith(f"rolled back {len(applied) - 3} migration(s)")
+    assert migrate.state(empty_db).applied == []
+    assert run("migrate", database_url=empty_db).returncode == 0
+    assert migrate.state(empty_db).applied == applied
