@@ -163,6 +163,10 @@ class _Idempotent:
     refund: dict
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # not the default 5: concurrent clients must not see dropped connections
+
+
 class FakeRazorpay:
     """The fake Razorpay API. Thread-safe; start()/stop() or use as a context manager."""
 
@@ -186,7 +190,7 @@ class FakeRazorpay:
     # lifecycle
     def start(self) -> FakeRazorpay:
         handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server = _Server(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True)

@@ -137,6 +137,10 @@ def tracking_data(awb: str, status_id: int, activities: list[dict[str, Any]], *,
     }
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # not the default 5: concurrent clients must not see dropped connections
+
+
 class FakeShiprocket:
     """The fake API's state; tests change it directly (tracking, tokens, injected failures)."""
 
@@ -162,7 +166,7 @@ class FakeShiprocket:
         return f"http://{host}:{port}"
 
     def start(self) -> FakeShiprocket:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._server = _Server(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-shiprocket", daemon=True)
         self._thread.start()

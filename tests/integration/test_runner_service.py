@@ -72,12 +72,18 @@ class _Sink:
             def log_message(self, *a):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.server = _SinkServer(("127.0.0.1", free_port()), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self):
         self.server.shutdown()
+
+
+class _SinkServer(ThreadingHTTPServer):
+    # The default listen backlog is 5: two workers posting 20 at a time overflowed it, and the
+    # kernel dropped connections (1 s SYN retries, resets) that the workers then retried minutes later.
+    request_queue_size = 128
 
 
 def _wait(predicate, timeout: float = 30.0, every: float = 0.1):
