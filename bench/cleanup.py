@@ -175,6 +175,7 @@ def _round(env: BenchEnv, sizes: Sizes, label: str, rate: float | None) -> dict:
     left = count_rows(url, "select (select count(*) from storeops.payment_webhooks where starts_with(event_id, 'old-'))"
                            " + (select count(*) from storeops.shipping_webhooks where starts_with(event_id, 'old-'))")
     reported = re.search(r"deleted (\d+)", out)
+    env.drop_database(url)  # its dead rows' autovacuum must not run into the next round
     return {"rate": rate, "rows": n, "insert_seconds": round(insert_seconds, 2),
             "cleanup_seconds": round(cleanup_seconds, 2), "overran": overran, "deleted": n - left,
             "reported": int(reported.group(1)) if reported else None, "cleanup_output": out.strip()[-300:],
@@ -198,10 +199,12 @@ def run(env: BenchEnv, sizes: Sizes, section: Section) -> dict:
     def ratio_row(r: dict, metric: str, target: bool) -> None:
         base, during = r["_base"], r["_during"]
         factor = during.p99_ms / base.p99_ms if base.p99_ms else None
+        clean = not (base.errors or during.errors or base.non_2xx or during.non_2xx)
         label = "the same steady rate without cleanup" if r["rate"] else "wrk at full speed without cleanup"
         section.add(metric, during.p99_ms, "ms", baseline=base.p99_ms, baseline_label=f"{label} (same runner, just before)",
-                    target=f"<= {TARGET_P99_FACTOR:g}× baseline" if target else "",
-                    met=(factor is not None and factor <= TARGET_P99_FACTOR) if target else None, higher_is_better=False)
+                    target=f"<= {TARGET_P99_FACTOR:g}× baseline" if target else "none: reported (the target until session 3)",
+                    met=(clean and factor is not None and factor <= TARGET_P99_FACTOR) if target else None,
+                    higher_is_better=False)
 
     ratio_row(steady, f"ingest p99 during cleanup, ingest at a steady {rate}", True)
     section.add(f"ingest rate during cleanup (offered: a steady {rate})", steady["_during"].ok_per_second, "/s",

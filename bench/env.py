@@ -263,7 +263,12 @@ def _run_until(argv: list[str], seconds: float, stop_when, name: str) -> tuple[s
                 proc.send_signal(signal.SIGINT)
                 break
             time.sleep(0.05)
-    out, _ = proc.communicate(timeout=seconds + 60)
+    try:
+        out, _ = proc.communicate(timeout=seconds + 60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        raise BenchError(f"{name} did not finish within {seconds + 60:g} s: {out[-1500:]}") from None
     if proc.returncode != 0:
         raise BenchError(f"{name} failed ({proc.returncode}): {out[-1500:]}")
     return out, time.monotonic() - started
@@ -300,8 +305,6 @@ def run_paced(port: int, path: str, prefix: str, bodies: Path, *, rate: float, s
         raise BenchError(f"bench.paced printed no summary: {out[-1500:]}")
     data = json.loads(match.group(1))
     errors = {k: v for k, v in data["errors"].items() if v}
-    if data["sent"] > data["requests"]:
-        errors["unanswered"] = data["sent"] - data["requests"]
     return WrkResult(requests=data["requests"], non_2xx=data["non_2xx"], seconds=data["seconds"],
                      p50_ms=data["p50_ms"], p99_ms=data["p99_ms"], max_ms=data["max_ms"], errors=errors)
 

@@ -42,43 +42,68 @@ def _percentile(sorted_values, p: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(p * len(sorted_values)))]
 
 
-async def drive(port: int, build, rate: float, seconds: float, connections: int, stop: asyncio.Event) -> dict:
+_STOP = {"early": False}  # SIGINT before the event loop has its own handler
+
+
+async def _exchange(reader, writer, request: bytes, timeout: float) -> tuple[bytes, bool]:
+    """Send one request, read its response; returns (status line's code, whether the server keeps
+    the connection open)."""
+    writer.write(request)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+    length, keep = 0, True
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"connection" and value.strip().lower() == b"close":
+            keep = False
+    if length:
+        await asyncio.wait_for(reader.readexactly(length), timeout)
+    return head[9:12], keep
+
+
+async def drive(port: int, build, rate: float, seconds: float, connections: int, stop: asyncio.Event,
+                timeout: float = 5.0) -> dict:
     latencies = array("d")
-    statuses = {"non_2xx": 0, "read": 0, "connect": 0}
+    errors = {"connect": 0, "read": 0, "timeout": 0}
+    counts = {"non_2xx": 0, "attempted": 0}
     queue: asyncio.Queue[int | None] = asyncio.Queue()
     start = time.perf_counter() + 0.05
 
     async def connection() -> None:
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            statuses["connect"] += 1
-            return
+        reader = writer = None
         try:
             while (i := await queue.get()) is not None:
-                writer.write(build(i))
+                if writer is None:
+                    try:
+                        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                    except OSError:
+                        errors["connect"] += 1
+                        counts["attempted"] += 1
+                        continue
+                counts["attempted"] += 1
                 try:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                    length = 0
-                    for line in head.split(b"\r\n"):
-                        if line[:15].lower() == b"content-length:":
-                            length = int(line[15:])
-                    if length:
-                        await reader.readexactly(length)
-                except (asyncio.IncompleteReadError, ConnectionError):
-                    statuses["read"] += 1
-                    return
-                latencies.append(time.perf_counter() - (start + i / rate))
-                if head[9:10] != b"2":
-                    statuses["non_2xx"] += 1
+                    status, keep = await _exchange(reader, writer, build(i), timeout)
+                except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ValueError) as exc:
+                    errors["timeout" if isinstance(exc, asyncio.TimeoutError) else "read"] += 1
+                    keep, status = False, None
+                if status is not None:
+                    latencies.append(time.perf_counter() - (start + i / rate))
+                    if status[:1] != b"2":
+                        counts["non_2xx"] += 1
+                if not keep:  # the server closed it (or we gave up on it): a new one for the next request
+                    writer.close()
+                    reader = writer = None
         finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            if writer is not None:
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
 
     workers = [asyncio.create_task(connection()) for _ in range(connections)]
     sent = 0
-    while not stop.is_set():
+    while not (stop.is_set() or _STOP["early"]):
         now = time.perf_counter()
         if now - start >= seconds:
             break
@@ -87,13 +112,14 @@ async def drive(port: int, build, rate: float, seconds: float, connections: int,
             queue.put_nowait(sent)
             sent += 1
         await asyncio.sleep(0.001)
-    elapsed = max(time.perf_counter() - start, 1e-9)
     for _ in workers:
         queue.put_nowait(None)
     await asyncio.gather(*workers)
+    elapsed = max(time.perf_counter() - start, 1e-9)  # until the last answer: a backlog lowers the rate
     values = sorted(latencies)
-    return {"requests": len(values), "non_2xx": statuses["non_2xx"], "sent": sent, "seconds": elapsed,
-            "rate": rate, "errors": {"connect": statuses["connect"], "read": statuses["read"]},
+    unanswered = sent - counts["attempted"]
+    return {"requests": len(values), "non_2xx": counts["non_2xx"], "sent": sent, "seconds": elapsed,
+            "rate": rate, "errors": {**errors, "unanswered": unanswered},
             "p50_ms": 1000 * _percentile(values, 0.50), "p90_ms": 1000 * _percentile(values, 0.90),
             "p99_ms": 1000 * _percentile(values, 0.99), "max_ms": 1000 * (values[-1] if values else 0.0)}
 
@@ -107,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, required=True, help="requests per second")
     parser.add_argument("--seconds", type=float, required=True)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer (as wrk's)")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGINT, lambda *_: _STOP.update(early=True))
     bodies = []
     with open(args.bodies) as fh:
         for line in fh:
@@ -118,13 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     async def run() -> dict:
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
-        return await drive(args.port, build, args.rate, args.seconds, args.connections, stop)
+        return await drive(args.port, build, args.rate, args.seconds, args.connections, stop, args.timeout)
 
     try:
         import uvloop
-        result = uvloop.run(run())
     except ImportError:
-        result = asyncio.run(run())
+        uvloop = None
+    result = uvloop.run(run()) if uvloop else asyncio.run(run())
     print("PACEDJSON " + orjson.dumps(result).decode(), flush=True)
     return 0
 

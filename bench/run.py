@@ -15,6 +15,7 @@ from bench import apply, cleanup, e2e, ingest, retry_queue, sweep
 from bench.common import Section, Sizes, fmt
 from bench.env import CLUSTER_SETTINGS, BenchEnv, machine_facts
 from bench.report import render, write
+from runner.cluster import find_bindir, wal_compression_method
 
 SECTIONS = [
     (1, "Ingest: signed Razorpay webhooks accepted durably", ingest),
@@ -240,9 +241,11 @@ def analysis(sections: dict[int, Section], sizes: Sizes, processes: int) -> dict
                   f"and has no target. Ingest p99 during the cleanup: steady {p99s(steady)}; full speed {p99s(full)}.",
                   "The cleanup deletes processed rows only, 1,000 per transaction, pausing so that it deletes at "
                   "most a third of the time. Since migration 0041 it takes no row lock before deleting (the "
-                  "DELETE re-checks its conditions on any row changed meanwhile), which saved a WAL record per "
-                  "row, and the cluster compresses full-page images (wal_compression=lz4): on a million such rows "
-                  "the cleanup's WAL went from 303 MB to 105 MB (measured once, without ingest, when 0041 was written). "
+                  "DELETE re-checks its conditions on any row changed meanwhile; 0043 makes it give a batch up "
+                  "after 0.5 s on a locked row rather than wait), which saves a WAL record per row, and the "
+                  "cluster compresses full-page images (wal_compression=lz4). Measured once on a million such "
+                  "rows, cleanup alone (not by this harness): 303 MB of WAL before, 250 MB without the row "
+                  "locks, 105 MB with both. "
                   f"WAL written while it ran this time (steady round, ingest's included): {steady['wal_mb']:,.0f} MB. "
                   "Ingest inserts new rows: no row or table lock is shared with the cleanup. Ingest INSERTs "
                   f"waiting on a lock, by wait_event: steady round {waits(steady['locks_during_cleanup'])} "
@@ -318,12 +321,15 @@ def main(argv: list[str] | None = None) -> int:
             "bench cluster": "its own, in a temporary directory on a free port (runner/cluster.py); fsync, "
                              "synchronous_commit and full_page_writes on (defaults); also "
                              + ", ".join(f"{k}={v.strip(chr(39))}" for k, v in CLUSTER_SETTINGS.items())
-                             + "; shared_buffers=256MB, max_connections=300 (runner/cluster.py)",
+                             + "; shared_buffers=256MB, max_connections=300, wal_compression="
+                             + wal_compression_method(find_bindir()) + " (runner/cluster.py; lz4 since session 3)",
             "runner": f"`storeops serve --processes {args.processes}` (forked processes on SO_REUSEPORT sockets, "
                       "uvloop, httptools), each with its own worker and scheduler; STOREOPS_RATE_LIMIT_SOURCE=0 and "
                       "STOREOPS_RATE_LIMIT_TENANT=0; the per-tenant URL /functions/v1/razorpay-webhook/{tenant_id}",
             "load generator": "wrk -t2 -c64 --latency with bench/ingest.lua (pre-signed bodies, a unique "
-                              "x-razorpay-event-id per request), after a warm-up run",
+                              "x-razorpay-event-id per request), after a warm-up run; section 6's steady round: "
+                              "bench/paced.py (the same bodies released at a fixed rate over 64 connections, an "
+                              "open loop; counted in the wrk+harness CPU column); section 2: its own paced client",
         },
     }
     by_number = {s.number: s for s in results}

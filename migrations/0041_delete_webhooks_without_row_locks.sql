@@ -3,9 +3,10 @@
 -- the cleanup's WAL is what ingest commits queue behind while it runs (bench section 6). Measured
 -- on a million 90-day-old rows: 303 MB of WAL before, 250 MB after (105 MB with wal_compression).
 -- Now the DELETE carries the conditions itself: a row that another transaction changes meanwhile
--- (a replay marking it unprocessed again) is waited for and re-checked against them by the DELETE
--- (READ COMMITTED re-evaluates the WHERE clause on the new row version), so an unprocessed webhook
--- is still never deleted. Nothing else locks old processed rows, so there is no wait in practice.
+-- (someone marking it unprocessed again by hand) is waited for and re-checked against them by the
+-- DELETE (READ COMMITTED re-evaluates the WHERE clause on the new row version), so an unprocessed
+-- webhook is still never deleted. Waiting is new: see 0043, which makes the cleanup give up a
+-- batch before a deadlock could form with a transaction holding old webhook rows (re-applying them).
 -- depends: 0040_create_runner_support
 
 create or replace function storeops.delete_processed_webhooks(p_table text, p_older_than interval default interval '90 days',

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -60,18 +61,23 @@ def pg_cron_available(bindir: Path) -> bool:
     return (libdir / "pg_cron.so").exists()
 
 
+def wal_compression_for(pg_config_output: str) -> str:
+    """The wal_compression setting for a server described by `pg_config --version --configure`:
+    lz4 for PostgreSQL 15 or later built with it (Debian's is), else 'on' (pglz, any version)."""
+    match = re.match(r"PostgreSQL (\d+)", pg_config_output)
+    major = int(match.group(1)) if match else 0
+    return "lz4" if major >= 15 and "--with-lz4" in pg_config_output else "on"
+
+
 def wal_compression_method(bindir: Path) -> str:
-    """lz4 when the server is PostgreSQL 15 or later built with it (Debian's is), else pglz ('on').
-    Compressing full-page images halves the WAL of bulk deletes such as the 90-day cleanup, which
-    ingest commits would otherwise queue behind."""
+    """Compressing full-page images halves the WAL of bulk deletes such as the 90-day cleanup,
+    which ingest commits would otherwise queue behind. pglz when pg_config cannot be asked."""
     try:
         out = subprocess.run([str(bindir / "pg_config"), "--version", "--configure"], capture_output=True,
                              text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         return "on"
-    version = out.split()[1] if out.startswith("PostgreSQL ") else ""
-    major = int(version.split(".")[0]) if version.split(".")[0].isdigit() else 0
-    return "lz4" if major >= 15 and "--with-lz4" in out else "on"
+    return wal_compression_for(out)
 
 
 def _service_user_can_reach(path: Path) -> bool:

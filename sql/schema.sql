@@ -598,6 +598,7 @@ COMMENT ON FUNCTION storeops.current_tenant_id() IS 'The tenant RLS scopes to: r
 
 CREATE FUNCTION storeops.delete_processed_webhooks(p_table text, p_older_than interval DEFAULT '90 days'::interval, p_limit integer DEFAULT 5000, p_now timestamp with time zone DEFAULT now()) RETURNS integer
     LANGUAGE plpgsql
+    SET lock_timeout TO '500ms'
     AS $$
 declare
   v_count integer;
@@ -2870,6 +2871,8 @@ COMMENT ON FUNCTION storeops_private.record_unknown_order_payment(p_payment stor
 
 CREATE FUNCTION storeops_private.refresh_order_payment_state(p_order_ids uuid[]) RETURNS void
     LANGUAGE plpgsql
+    SET plan_cache_mode TO 'force_generic_plan'
+    SET enable_seqscan TO 'off'
     AS $$
 begin
     with facts as (

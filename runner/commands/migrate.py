@@ -18,11 +18,20 @@ def register(sub) -> None:
 
 
 def cmd_migrate(args) -> int:
+    from runner.cli import UserError  # not at import time: runner.cli imports this module
+
     url = resolve_database_url()
     if not url.startswith(("postgresql://", "postgres://")):
-        from runner.cli import UserError
-
         raise UserError(f"DATABASE_URL must be a postgresql://user@host:port/dbname URL, got {url!r}")
+    if args.count is not None or args.all:
+        if not args.rollback:
+            raise UserError("--count and --all go with --rollback")
+        if args.all and args.count is not None:
+            raise UserError("give --count N or --all, not both")
+        if args.count is not None and args.count < 1:
+            raise UserError(f"--count must be 1 or more, got {args.count}")
+    if args.status and args.rollback:
+        raise UserError("give --status or --rollback, not both")
     if args.status:
         st = migrate.state(url)
         for mid in st.applied:
@@ -30,15 +39,6 @@ def cmd_migrate(args) -> int:
         for mid in st.pending:
             print(f"pending  {mid}")
         return 0
-    if args.count is not None or args.all:
-        from runner.cli import UserError
-
-        if not args.rollback:
-            raise UserError("--count and --all go with --rollback")
-        if args.all and args.count is not None:
-            raise UserError("give --count N or --all, not both")
-        if args.count is not None and args.count < 1:
-            raise UserError(f"--count must be 1 or more, got {args.count}")
     if args.rollback:
         # One by default: a bare --rollback that dropped every table (and every payment record)
         # would be one flag away from losing the data this system exists to keep.

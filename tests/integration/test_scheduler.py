@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import httpx
 import psycopg
@@ -89,33 +90,79 @@ async def test_cleanup_deletes_old_processed_webhooks_in_batches_and_keeps_the_r
             assert left == {"stuck": 4, "new": 3}
 
 
-@pytest.mark.parametrize("table", ["payment_webhooks", "shipping_webhooks"])
-def test_cleanup_never_deletes_a_row_that_a_concurrent_replay_marks_unprocessed(fresh_db, table):
-    """0041 deletes without locking the batch first: a row another transaction is changing is
-    waited for and re-checked, so a replay that marks an old webhook unprocessed keeps it."""
-    with psycopg.connect(fresh_db, autocommit=True) as c:
-        c.execute(f"""insert into storeops.{table} (event_id, webhook_type, payload, processed, processed_at, created_at)
-                      select 'old-' || g, 'x', '{{}}', true, now(), now() - interval '91 days'
-                      from generate_series(1, 5) g""")
-    replay = psycopg.connect(fresh_db)
-    try:
-        replay.execute(f"update storeops.{table} set processed = false, processed_at = null where event_id = 'old-3'")
-        result: dict = {}
+def _wait_until_waiting_on_a_lock(url: str, query_like: str, timeout: float = 5.0) -> bool:
+    with psycopg.connect(url, autocommit=True) as c:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if c.execute("select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query like %s",
+                         (query_like,)).fetchone()[0]:
+                return True
+            time.sleep(0.005)
+    return False
 
-        def delete() -> None:
+
+def _old_rows(url: str, table: str, n: int, prefix: str = "old-") -> None:
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute(f"""insert into storeops.{table} (event_id, webhook_type, payload, processed, processed_at, created_at)
+                      select '{prefix}' || g, 'x', '{{}}', true, now(), now() - interval '91 days' - g * interval '1 s'
+                      from generate_series(1, {n}) g""")
+
+
+@pytest.mark.parametrize("table", ["payment_webhooks", "shipping_webhooks"])
+def test_cleanup_never_deletes_a_row_that_a_concurrent_transaction_marks_unprocessed(fresh_db, table):
+    """0041 deletes without locking the batch first: a row another transaction is changing is
+    waited for and re-checked, so an old webhook marked unprocessed meanwhile is kept."""
+    _old_rows(fresh_db, table, 5)
+    other = psycopg.connect(fresh_db)
+    result: dict = {}
+
+    def delete() -> None:
+        try:
             with psycopg.connect(fresh_db, autocommit=True) as c:
                 result["n"] = c.execute("select storeops.delete_processed_webhooks(%s, interval '90 days', 100)",
                                         (table,)).fetchone()[0]
+        except Exception as exc:  # reported below, not lost in the thread
+            result["error"] = exc
 
+    try:
+        other.execute(f"update storeops.{table} set processed = false, processed_at = null where event_id = 'old-3'")
         worker = threading.Thread(target=delete)
         worker.start()
-        worker.join(1.0)
-        assert worker.is_alive(), "the delete should wait for the row being replayed"
-        replay.commit()
+        assert _wait_until_waiting_on_a_lock(fresh_db, "%delete_processed_webhooks%"), result
+        other.commit()  # within the cleanup's 0.5 s lock timeout (0043)
         worker.join(10)
-        assert result["n"] == 4
     finally:
-        replay.close()
+        other.close()
+    assert "error" not in result, result
+    assert result["n"] == 4
     with psycopg.connect(fresh_db, autocommit=True) as c:
         left = [r[0] for r in c.execute(f"select event_id from storeops.{table}").fetchall()]
     assert left == ["old-3"]
+
+
+@pytest.mark.asyncio
+async def test_cleanup_yields_to_a_transaction_holding_old_rows_and_finishes_on_the_next_run(fresh_db, caplog):
+    """A transaction that holds an old webhook row (as re-applying one does) is never made to wait
+    on the cleanup in a way that could deadlock: the cleanup's batch gives up after 0.5 s (0043),
+    is tried again, and after its attempts the table is left for the next run; the other table is
+    still cleaned."""
+    _old_rows(fresh_db, "payment_webhooks", 6)
+    _old_rows(fresh_db, "shipping_webhooks", 4)
+    holder = psycopg.connect(fresh_db)
+    holder.execute("select 1 from storeops.payment_webhooks for update")  # every old payment webhook
+    ctx = await _ctx(fresh_db)
+    try:
+        started = time.monotonic()
+        with caplog.at_level("INFO", logger="storeops.scheduler"):
+            assert await cleanup(ctx, batch=3, pause=0.01, attempts=2) == 4  # the shipping rows only
+        assert time.monotonic() - started < 10
+        assert any("left a table for the next run" in r.getMessage() for r in caplog.records)
+        holder.rollback()
+        assert await cleanup(ctx, batch=3, pause=0.01) == 6
+    finally:
+        holder.close()
+        await ctx.http.aclose()
+        await ctx.pool.close()
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        assert c.execute("select count(*) from storeops.payment_webhooks").fetchone()[0] == 0
+        assert c.execute("select count(*) from storeops.shipping_webhooks").fetchone()[0] == 0

@@ -117,11 +117,14 @@ def test_migrate_rollback_takes_back_the_newest_migration_unless_told_more(empty
     assert migrate.state(empty_db).pending == [applied[-1]]
 
     two = run("migrate", "--rollback", "--count", "2", database_url=empty_db)
+    assert two.returncode == 0, two.stderr
     assert two.stdout.strip() == f"rolled back 2 migration(s): {applied[-2]}, {applied[-3]}"
 
     for argv, says in ((["--count", "1"], "--count and --all go with --rollback"),
                        (["--rollback", "--count", "0"], "--count must be 1 or more, got 0"),
-                       (["--rollback", "--all", "--count", "3"], "give --count N or --all, not both")):
+                       (["--rollback", "--all", "--count", "3"], "give --count N or --all, not both"),
+                       (["--status", "--count", "2"], "--count and --all go with --rollback"),
+                       (["--status", "--rollback"], "give --status or --rollback, not both")):
         refused = run("migrate", *argv, database_url=empty_db)
         assert refused.returncode != 0
         assert says in assert_one_clear_line(refused)

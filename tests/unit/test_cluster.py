@@ -24,6 +24,7 @@ from runner.cluster import (
     free_port,
     port_in_use,
     running_as_root,
+    wal_compression_for,
     wal_compression_method,
 )
 
@@ -234,3 +235,14 @@ def test_wal_is_compressed(running):
     expected = wal_compression_method(running.bindir)
     shown = query(running, "show wal_compression")
     assert shown == expected if expected == "lz4" else shown in ("pglz", "on")
+
+
+@pytest.mark.parametrize(("output", "expected"), [
+    ("PostgreSQL 15.18 (Debian 15.18-0+deb12u1)\n '--with-lz4' '--with-zstd'", "lz4"),
+    ("PostgreSQL 16beta1\n '--with-lz4'", "lz4"),
+    ("PostgreSQL 17.2\n '--with-openssl'", "on"),      # built without lz4: pglz
+    ("PostgreSQL 14.9\n '--with-lz4'", "on"),          # 14 only knows on/off
+    ("", "on"),                                         # pg_config said nothing useful
+])
+def test_wal_compression_is_lz4_only_where_the_server_has_it(output, expected):
+    assert wal_compression_for(output) == expected
