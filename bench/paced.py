@@ -8,8 +8,9 @@ measured from that due time to the response being read, so a stalled server show
 (no coordinated omission) even when every connection was busy and the request had to wait for one.
 
 Run as `python -m bench.paced --port P --path /... --bodies FILE --prefix X --rate R --seconds S`;
-SIGINT stops it early (as wrk). It prints one line `PACEDJSON {...}` with wrk's fields (requests,
-non-2xx, seconds, p50/p99/max in ms) so that bench.env.run_wrk's reader takes either.
+SIGINT stops it early (as wrk). It prints one line `PACEDJSON {...}`: requests answered, non-2xx,
+seconds until the last answer, p50/p99/max in ms and the errors (connect, read, timeout, and
+requests never sent); bench.env.run_paced turns it into the same WrkResult as wrk's.
 """
 
 from __future__ import annotations

@@ -153,6 +153,25 @@ def test_sigkilled_runner_claims_come_back_after_the_lease(fresh_db, tmp_path):
     assert len(fast.posts) == 5
 
 
+def _sigterm_under_load(runner, sender, stop: threading.Event, acked: list[str], url: str, stored_sql: str) -> None:
+    """Four senders (sender(n)) post while the runner gets SIGTERM after 1.5 s: it exits cleanly
+    within 10 s, and every webhook it acknowledged is stored (stored_sql lists their keys)."""
+    threads = [threading.Thread(target=sender, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(1.5)
+    code, took = runner.stop(signal.SIGTERM)
+    stop.set()
+    for t in threads:
+        t.join(10)
+    assert code == 0, runner.output()[-2000:]
+    assert took < 10
+    assert len(acked) > 50
+    with psycopg.connect(url) as c:
+        stored = {r[0] for r in c.execute(stored_sql).fetchall()}
+    assert set(acked) <= stored
+
+
 def test_sigterm_under_load_exits_in_time_and_keeps_every_acknowledged_webhook(fresh_db, tmp_path):
     from runner_proc import SHIPROCKET_TOKEN
 
@@ -179,20 +198,8 @@ def test_sigterm_under_load_exits_in_time_and_keeps_every_acknowledged_webhook(f
                     (acked.append(awb) if r.status_code == 200 else refused.append(r.status_code))
                 i += 1
 
-    threads = [threading.Thread(target=sender, args=(n,)) for n in range(4)]
-    for t in threads:
-        t.start()
-    time.sleep(1.5)
-    code, took = runner.stop(signal.SIGTERM)
-    stop.set()
-    for t in threads:
-        t.join(10)
-    assert code == 0, runner.output()[-2000:]
-    assert took < 10
-    assert len(acked) > 50
-    with psycopg.connect(fresh_db) as c:
-        stored = {r[0] for r in c.execute("select payload->>'awb' from storeops.shipping_webhooks").fetchall()}
-    assert set(acked) <= stored
+    _sigterm_under_load(runner, sender, stop, acked, fresh_db,
+                        "select payload->>'awb' from storeops.shipping_webhooks")
 
 
 def test_sigterm_while_a_gateway_hangs_exits_cleanly_and_gives_the_claim_back(fresh_db, tmp_path):
@@ -323,7 +330,7 @@ def test_sigterm_under_load_on_the_fast_path_keeps_every_acknowledged_webhook(fr
     acked: list[str] = []
     stop = threading.Event()
 
-    def sender() -> None:
+    def sender(_offset: int) -> None:
         with httpx.Client(base_url=runner.base_url, timeout=5) as client:
             while not stop.is_set():
                 event = webhook_event("payment.captured", payment=payment_entity(amount=100, status="captured"))
@@ -335,17 +342,4 @@ def test_sigterm_under_load_on_the_fast_path_keeps_every_acknowledged_webhook(fr
                 if r.status_code == 200:
                     acked.append(headers["X-Razorpay-Event-Id"])
 
-    threads = [threading.Thread(target=sender) for _ in range(4)]
-    for t in threads:
-        t.start()
-    time.sleep(1.5)
-    code, took = runner.stop(signal.SIGTERM)
-    stop.set()
-    for t in threads:
-        t.join(10)
-    assert code == 0, runner.output()[-2000:]
-    assert took < 10
-    assert len(acked) > 50
-    with psycopg.connect(fresh_db) as c:
-        stored = {r[0] for r in c.execute("select event_id from storeops.payment_webhooks").fetchall()}
-    assert set(acked) <= stored
+    _sigterm_under_load(runner, sender, stop, acked, fresh_db, "select event_id from storeops.payment_webhooks")
