@@ -478,20 +478,41 @@ $$;
 COMMENT ON FUNCTION storeops.claim_scheduler_tick(p_job text, p_every interval, p_runner text, p_now timestamp with time zone) IS 'The current tick of a job if this runner is the first to claim it, else NULL: one runner per tick.';
 
 --
--- Name: cleanup_old_webhooks(interval, integer); Type: PROCEDURE; Schema: storeops; Owner: -
+-- Name: cleanup_old_webhooks(interval, integer, integer, interval); Type: PROCEDURE; Schema: storeops; Owner: -
 --
 
-CREATE PROCEDURE storeops.cleanup_old_webhooks(IN p_older_than interval DEFAULT '90 days'::interval, IN p_batch integer DEFAULT 5000)
+CREATE PROCEDURE storeops.cleanup_old_webhooks(IN p_older_than interval DEFAULT '90 days'::interval, IN p_batch integer DEFAULT 5000, IN p_attempts integer DEFAULT 5, IN p_pause interval DEFAULT '00:00:01'::interval)
     LANGUAGE plpgsql
     AS $$
 declare
   v_table text;
   v_deleted integer;
+  v_failed integer;
 begin
+  if p_attempts is null or p_attempts < 1 then
+    raise exception 'cleanup_old_webhooks: attempts must be at least 1, got %', coalesce(p_attempts::text, 'NULL')
+      using errcode = '22023';
+  end if;
   foreach v_table in array array['payment_webhooks', 'shipping_webhooks'] loop
+    v_failed := 0;
     loop
-      v_deleted := storeops.delete_processed_webhooks(v_table, p_older_than, p_batch);
-      commit;
+      v_deleted := null;
+      begin  -- a subtransaction: a batch that times out on a lock undoes only itself
+        v_deleted := storeops.delete_processed_webhooks(v_table, p_older_than, p_batch);
+      exception when lock_not_available then
+        v_failed := v_failed + 1;
+      end;
+      commit;  -- outside the block above: a procedure cannot commit inside a block with handlers
+      if v_deleted is null then
+        if v_failed >= p_attempts then
+          raise warning 'cleanup_old_webhooks: % has rows locked by other transactions; left for the next run after % attempts',
+            v_table, v_failed;
+          exit;
+        end if;
+        perform pg_sleep(extract(epoch from p_pause));
+        continue;
+      end if;
+      v_failed := 0;
       exit when v_deleted < p_batch;
     end loop;
   end loop;
@@ -501,10 +522,10 @@ end
 $$;
 
 --
--- Name: PROCEDURE cleanup_old_webhooks(IN p_older_than interval, IN p_batch integer); Type: COMMENT; Schema: storeops; Owner: -
+-- Name: PROCEDURE cleanup_old_webhooks(IN p_older_than interval, IN p_batch integer, IN p_attempts integer, IN p_pause interval); Type: COMMENT; Schema: storeops; Owner: -
 --
 
-COMMENT ON PROCEDURE storeops.cleanup_old_webhooks(IN p_older_than interval, IN p_batch integer) IS 'Weekly cleanup in committed batches (no long locks); keeps unprocessed webhooks however old.';
+COMMENT ON PROCEDURE storeops.cleanup_old_webhooks(IN p_older_than interval, IN p_batch integer, IN p_attempts integer, IN p_pause interval) IS 'Weekly cleanup in committed batches (no long locks); keeps unprocessed webhooks however old. A batch that meets rows another transaction holds is tried again after p_pause, up to p_attempts times, then that table waits for the next run (a WARNING says so).';
 
 --
 -- Name: complete_operation_retries(uuid[], bigint[], timestamp with time zone); Type: FUNCTION; Schema: storeops; Owner: -

@@ -166,3 +166,31 @@ async def test_cleanup_yields_to_a_transaction_holding_old_rows_and_finishes_on_
     with psycopg.connect(fresh_db, autocommit=True) as c:
         assert c.execute("select count(*) from storeops.payment_webhooks").fetchone()[0] == 0
         assert c.execute("select count(*) from storeops.shipping_webhooks").fetchone()[0] == 0
+
+
+def test_the_pg_cron_procedure_also_yields_to_held_rows_and_cleans_the_other_table(fresh_db):
+    """`call storeops.cleanup_old_webhooks()` (the weekly pg_cron job, 0044): a batch that meets
+    rows another transaction holds is tried again, then that table is left for the next run with
+    a WARNING; the job itself succeeds and the other table is cleaned."""
+    _old_rows(fresh_db, "payment_webhooks", 6)
+    _old_rows(fresh_db, "shipping_webhooks", 4)
+    holder = psycopg.connect(fresh_db)
+    try:
+        holder.execute("select 1 from storeops.payment_webhooks for update")
+        with psycopg.connect(fresh_db, autocommit=True) as c:
+            notices: list[str] = []
+            c.add_notice_handler(lambda d: notices.append(f"{d.severity_nonlocalized}: {d.message_primary}"))
+            started = time.monotonic()
+            c.execute("call storeops.cleanup_old_webhooks(interval '90 days', 3, 2, interval '10 ms')")
+            assert time.monotonic() - started < 10
+            assert notices == ["WARNING: cleanup_old_webhooks: payment_webhooks has rows locked by other "
+                               "transactions; left for the next run after 2 attempts"]
+            assert c.execute("select count(*) from storeops.shipping_webhooks").fetchone()[0] == 0
+            assert c.execute("select count(*) from storeops.payment_webhooks").fetchone()[0] == 6
+            holder.rollback()
+            c.execute("call storeops.cleanup_old_webhooks(p_batch => 3)")  # the defaults, as pg_cron calls it
+            assert c.execute("select count(*) from storeops.payment_webhooks").fetchone()[0] == 0
+            with pytest.raises(psycopg.errors.InvalidParameterValue):
+                c.execute("call storeops.cleanup_old_webhooks(p_attempts => 0)")
+    finally:
+        holder.close()
