@@ -117,9 +117,12 @@ class LockSampler(threading.Thread):
                 "ingest_states": dict(self.ingest_any_waits.most_common(8))}
 
 
-def _round(env: BenchEnv, sizes: Sizes, label: str, rate: float | None) -> dict:
+def _round(env: BenchEnv, sizes: Sizes, label: str, rate: float | None, *, after: bool = False) -> dict:
     """One database and runner: load the old rows, measure ingest alone, then ingest while
-    `storeops cleanup` deletes them. `rate`: a steady rate (bench.paced); None: wrk at full speed."""
+    `storeops cleanup` deletes them. `rate`: a steady rate (bench.paced); None: wrk at full speed.
+    With `after`, ingest alone is measured again once the cleanup is done, and the baseline is
+    whichever of the two runs without cleanup had the lower p99: a host stall in one of them (this
+    machine is shared) then cannot make the target easier to meet."""
     url = env.new_database(f"cleanup-{label}")
     tenant = seed_tenant(url, sizes.orders, seed=13)
     bodies = env.tmp / f"cleanup-{label}-bodies.tsv"
@@ -167,6 +170,10 @@ def _round(env: BenchEnv, sizes: Sizes, label: str, rate: float | None) -> dict:
         with psycopg.connect(url, autocommit=True) as conn:
             wal_mb = conn.execute("select pg_wal_lsn_diff(pg_current_wal_lsn(), %s)",
                                   (state["lsn"],)).fetchone()[0] / 2**20
+        base_after = None
+        if after:
+            base_after, _ = wrk_phase(env, runner, path, bodies, f"{label}a", sizes,
+                                      seconds=sizes.cleanup_baseline_seconds, rate=rate)
         peak_rss = runner.peak_rss_mb()
     finally:
         env.stop_service(runner)
@@ -176,16 +183,28 @@ def _round(env: BenchEnv, sizes: Sizes, label: str, rate: float | None) -> dict:
                            " + (select count(*) from storeops.shipping_webhooks where starts_with(event_id, 'old-'))")
     reported = re.search(r"deleted (\d+)", out)
     env.drop_database(url)  # its dead rows' autovacuum must not run into the next round
+    calmer = _calmer(base, base_after)
     return {"rate": rate, "rows": n, "insert_seconds": round(insert_seconds, 2),
             "cleanup_seconds": round(cleanup_seconds, 2), "overran": overran, "deleted": n - left,
             "reported": int(reported.group(1)) if reported else None, "cleanup_output": out.strip()[-300:],
-            "wal_mb": round(float(wal_mb), 1), "baseline": base.as_dict(), "during": during.as_dict(),
+            "wal_mb": round(float(wal_mb), 1), "baseline_before": base.as_dict(),
+            "baseline_after": base_after.as_dict() if base_after else None,
+            "baseline": calmer.as_dict(), "during": during.as_dict(),
             "locks_during_cleanup": sampler.summary(), "locks_baseline": base_locks.summary(),
-            "_base": base, "_during": during, "_cpu": (base_cpu, cpu), "_peak_rss": peak_rss}
+            "_base": calmer, "_during": during, "_cpu": (base_cpu, cpu), "_peak_rss": peak_rss}
+
+
+def _calmer(before, after):
+    """The baseline run with the lower p99 (an error-free one first); `before` when there is no other."""
+    if after is None:
+        return before
+    runs = [r for r in (before, after) if not (r.errors or r.non_2xx)] or [before, after]
+    return min(runs, key=lambda r: r.p99_ms)
 
 
 def run(env: BenchEnv, sizes: Sizes, section: Section) -> dict:
-    rounds = {"steady": _round(env, sizes, "steady", sizes.cleanup_rate), "full": _round(env, sizes, "full", None)}
+    rounds = {"steady": _round(env, sizes, "steady", sizes.cleanup_rate, after=True),
+              "full": _round(env, sizes, "full", None)}
     steady, full = rounds["steady"], rounds["full"]
     rate = f"{sizes.cleanup_rate:,.0f}/s"
     for name, r in rounds.items():
@@ -200,8 +219,9 @@ def run(env: BenchEnv, sizes: Sizes, section: Section) -> dict:
         base, during = r["_base"], r["_during"]
         factor = during.p99_ms / base.p99_ms if base.p99_ms else None
         clean = not (base.errors or during.errors or base.non_2xx or during.non_2xx)
-        label = "the same steady rate without cleanup" if r["rate"] else "wrk at full speed without cleanup"
-        section.add(metric, during.p99_ms, "ms", baseline=base.p99_ms, baseline_label=f"{label} (same runner, just before)",
+        label = ("the same steady rate without cleanup (same runner; the calmer of the runs just before and "
+                 "just after)" if r["rate"] else "wrk at full speed without cleanup (same runner, just before)")
+        section.add(metric, during.p99_ms, "ms", baseline=base.p99_ms, baseline_label=label,
                     target=f"<= {TARGET_P99_FACTOR:g}× baseline" if target else "none: reported (the target until session 3)",
                     met=(clean and factor is not None and factor <= TARGET_P99_FACTOR) if target else None,
                     higher_is_better=False)

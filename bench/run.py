@@ -227,7 +227,12 @@ def analysis(sections: dict[int, Section], sizes: Sizes, processes: int) -> dict
 
         def p99s(r: dict) -> str:
             b, d = r["baseline"]["p99_ms"], r["during"]["p99_ms"]
-            return f"{d:.1f} ms against {b:.1f} ms without ({d / b:.1f}×)" if b else f"{d:.1f} ms"
+            text = f"{d:.1f} ms against {b:.1f} ms without ({d / b:.1f}×)" if b else f"{d:.1f} ms"
+            if r.get("baseline_after"):
+                text += (f"; the baseline is the calmer of ingest alone just before ({r['baseline_before']['p99_ms']:.1f} ms) "
+                         f"and just after the cleanup ({r['baseline_after']['p99_ms']:.1f} ms), so that a host stall "
+                         "in one of them cannot make the target easier to meet")
+            return text
 
         rate = f"{steady['rate']:,.0f}/s"
         out[6] = [f"`storeops cleanup` (runner.scheduler.cleanup) deleted {steady['deleted']:,} rows in "
