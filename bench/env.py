@@ -252,9 +252,13 @@ class WrkResult:
                 "p99_ms": round(self.p99_ms, 2), "max_ms": round(self.max_ms, 2), "errors": self.errors}
 
 
-def _sched_batch() -> None:
-    """In the child before exec: SCHED_BATCH (no privilege needed). See run_wrk."""
-    os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+CHRT = shutil.which("chrt")
+
+
+def sched_batch(argv: list[str]) -> list[str]:
+    """`argv` run under the SCHED_BATCH scheduling policy (util-linux's chrt; no privilege needed),
+    or as it is where there is no chrt. See run_wrk for why the throughput load generators do."""
+    return [CHRT, "--batch", "0", *argv] if CHRT else list(argv)
 
 
 def _run_until(argv: list[str], seconds: float, stop_when, name: str, *, batch: bool = False) -> tuple[str, float]:
@@ -262,8 +266,8 @@ def _run_until(argv: list[str], seconds: float, stop_when, name: str, *, batch: 
     SIGINT (it then stops and prints its summary) once that returns True. With `batch`, it runs
     under the SCHED_BATCH policy."""
     started = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-                            preexec_fn=_sched_batch if batch else None)
+    proc = subprocess.Popen(sched_batch(argv) if batch else argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, cwd=ROOT)
     if stop_when is not None:
         while proc.poll() is None:
             if stop_when():
@@ -291,7 +295,7 @@ def run_wrk(url: str, path: str, prefix: str, bodies: Path, *, seconds: float, c
     every answer, no longer preempt the server or Postgres in the middle of their work. A real
     webhook sender is on another machine and takes no CPU here at all; on this 2-core machine wrk
     must share the cores, and this is the least intrusive way. Every wrk phase (the baselines
-    included) runs the same way. Measured, interleaved: intake 11,331/s against 10,350/s, and
+    included) runs the same way, and so does pgbench (bench.ingest.run_pgbench). Measured, interleaved: intake 11,331/s against 10,350/s, and
     wrk's CPU per request 13 µs against 17."""
     argv = [WRK, f"-t{threads}", f"-c{connections}", f"-d{max(1, int(round(seconds)))}s", f"--timeout={timeout_s}s",
             "--latency", "-s", str(BENCH / "ingest.lua"), url, "--", path, prefix, str(bodies)]

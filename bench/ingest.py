@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from bench.common import Section, Sizes, count_rows, seed_tenant, write_signed_bodies
-from bench.env import BenchEnv, CpuMeter, WrkResult, run_paced, run_wrk
+from bench.env import BenchEnv, CpuMeter, WrkResult, run_paced, run_wrk, sched_batch
 
 TARGET_RATE = 12_000
 TARGET_P99_MS = 25.0
@@ -58,7 +58,8 @@ def stored_with_prefix(url: str, table: str, prefix: str) -> int:
 
 def run_pgbench(env: BenchEnv, url: str, tenant_id: str, body: str, seconds: float, clients: int = 64) -> dict:
     """pgbench: each transaction one INSERT of a realistic webhook row into payment_webhooks
-    (same table, indexes and constraints as the runner writes), prepared, autocommit."""
+    (same table, indexes and constraints as the runner writes), prepared, autocommit; under
+    SCHED_BATCH like wrk."""
     work = env.tmp / "pgbench"
     work.mkdir(exist_ok=True)
     script = work / "insert.sql"
@@ -71,7 +72,8 @@ def run_pgbench(env: BenchEnv, url: str, tenant_id: str, body: str, seconds: flo
             "-D", f"tenant={tenant_id}", "-D", f"payload={body}",
             "-f", str(script), "-l", "--log-prefix", str(work / "log"), url]
     meter = CpuMeter({"pgbench": {os.getpid()}, "postgres": {env.postmaster_pid()}}).start()
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120, cwd=work)
+    # SCHED_BATCH, like wrk (bench.env.run_wrk): the load generators' wake-ups do not preempt Postgres.
+    out = subprocess.run(sched_batch(argv), capture_output=True, text=True, timeout=seconds + 120, cwd=work)
     cpu = meter.stop()
     if out.returncode != 0:
         raise RuntimeError(f"pgbench failed: {(out.stderr or out.stdout)[-800:]}")

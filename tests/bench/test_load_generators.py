@@ -1,17 +1,35 @@
-"""How the bench runs its load generators (bench.env._run_until)."""
+"""How the bench runs its load generators (bench.env)."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 
-from bench.env import _run_until
+import pytest
+
+import bench.env
+from bench.env import _run_until, sched_batch
 
 _POLICY = [sys.executable, "-c", "import os; print('policy', os.sched_getscheduler(0))"]
 
 
-def test_wrk_style_generators_run_under_sched_batch_and_others_do_not():
+def test_sched_batch_runs_a_command_under_that_policy_and_run_until_uses_it_only_when_asked():
+    assert f"policy {os.SCHED_BATCH}" in subprocess.run(sched_batch(_POLICY), capture_output=True, text=True).stdout
     out, _ = _run_until(_POLICY, 5, None, "probe", batch=True)
     assert f"policy {os.SCHED_BATCH}" in out
     out, _ = _run_until(_POLICY, 5, None, "probe")
     assert f"policy {os.SCHED_OTHER}" in out
+
+
+def test_wrk_is_run_under_sched_batch(monkeypatch, tmp_path):
+    seen: dict = {}
+
+    def fake_run_until(argv, seconds, stop_when, name, *, batch=False):
+        seen.update(argv=argv, batch=batch)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(bench.env, "_run_until", fake_run_until)
+    with pytest.raises(RuntimeError, match="stop here"):
+        bench.env.run_wrk("http://127.0.0.1:1", "/x", "p", tmp_path / "bodies.tsv", seconds=1)
+    assert seen["batch"] is True and seen["argv"][0] == bench.env.WRK

@@ -108,21 +108,15 @@ async def test_a_webhook_of_a_tenant_that_does_not_exist_fails_alone(fresh_db, b
     assert _rows(fresh_db) == {"ev-fine"}
 
 
-async def test_workers_in_other_sessions_are_notified_of_each_table_after_a_commit(fresh_db, batcher):
+async def test_workers_in_other_sessions_are_notified_of_each_table_after_a_commit(fresh_db):
     """What `storeops worker` processes wait for: a NOTIFY on storeops_webhooks naming the table's
     kind once new rows are committed (and none for a batch of duplicates only)."""
     listener = await psycopg.AsyncConnection.connect(fresh_db, autocommit=True)
     try:
         await listener.execute("listen storeops_webhooks")
-        got: list[str] = []
 
-        async def collect(seconds: float) -> None:
-            try:
-                async with asyncio.timeout(seconds):
-                    async for note in listener.notifies():
-                        got.append(note.payload)
-            except TimeoutError:
-                pass
+        async def collect(seconds: float) -> list[str]:
+            return [note.payload async for note in listener.notifies(timeout=seconds)]
 
         pool = await open_pool(fresh_db, min_size=1, max_size=4)
         try:
@@ -130,12 +124,9 @@ async def test_workers_in_other_sessions_are_notified_of_each_table_after_a_comm
             try:
                 assert await pay.submit(None, "ev-n1", "payment.captured", b"{}") is True
                 assert await ship.submit(None, "sr-n1", "DELIVERED", b"{}") is True
-                await collect(1.0)
-                assert sorted(set(got)) == ["payment", "shipping"]
-                got.clear()
+                assert sorted(set(await collect(1.0))) == ["payment", "shipping"]
                 assert await pay.submit(None, "ev-n1", "payment.captured", b"{}") is False  # a redelivery
-                await collect(0.5)
-                assert got == []
+                assert await collect(0.5) == []
             finally:
                 await pay.close()
                 await ship.close()

@@ -169,9 +169,10 @@ async def test_cleanup_yields_to_a_transaction_holding_old_rows_and_finishes_on_
 
 
 def test_the_pg_cron_procedure_also_yields_to_held_rows_and_cleans_the_other_table(fresh_db):
-    """`call storeops.cleanup_old_webhooks()` (the weekly pg_cron job, 0044): a batch that meets
-    rows another transaction holds is tried again, then that table is left for the next run with
-    a WARNING; the job itself succeeds and the other table is cleaned."""
+    """The procedure the weekly pg_cron job calls (`call storeops.cleanup_old_webhooks()`, 0044),
+    called here directly: a batch that meets rows another transaction holds is tried again, then
+    that table is left for the next run with a WARNING; the CALL itself succeeds (0043's lock
+    timeout used to make it fail) and the other table is cleaned."""
     _old_rows(fresh_db, "payment_webhooks", 6)
     _old_rows(fresh_db, "shipping_webhooks", 4)
     holder = psycopg.connect(fresh_db)
