@@ -192,7 +192,9 @@ def _round(env: BenchEnv, sizes: Sizes, label: str, rate: float | None, *, after
                            " + (select count(*) from storeops.shipping_webhooks where starts_with(event_id, 'old-'))")
     reported = re.search(r"deleted (\d+)", out)
     env.drop_database(url)  # its dead rows' autovacuum must not run into the next round
-    calmer = before if after_run is None or _calmer(before[0], after_run[0]) is before[0] else after_run
+    runs = [before] + ([after_run] if after_run else [])
+    chosen = _calmer(*(result for result, _, _ in runs))
+    calmer = next(run for run in runs if run[0] is chosen)
     base, base_cpu, base_locks = calmer  # the baseline's figures, CPU and lock samples all from one run
     return {"rate": rate, "rows": n, "insert_seconds": round(insert_seconds, 2),
             "cleanup_seconds": round(cleanup_seconds, 2), "overran": overran, "deleted": n - left,
@@ -205,12 +207,10 @@ def _round(env: BenchEnv, sizes: Sizes, label: str, rate: float | None, *, after
             "_base": base, "_during": during, "_cpu": (base_cpu, cpu), "_peak_rss": peak_rss}
 
 
-def _calmer(before, after):
-    """The baseline run with the lower p99 (an error-free one first); `before` when there is no other."""
-    if after is None:
-        return before
-    runs = [r for r in (before, after) if not (r.errors or r.non_2xx)] or [before, after]
-    return min(runs, key=lambda r: r.p99_ms)
+def _calmer(*runs):
+    """The baseline run with the lowest p99, among the error-free ones if there are any."""
+    clean = [r for r in runs if not (r.errors or r.non_2xx)]
+    return min(clean or runs, key=lambda r: r.p99_ms)
 
 
 def run(env: BenchEnv, sizes: Sizes, section: Section) -> dict:

@@ -295,8 +295,8 @@ def run_wrk(url: str, path: str, prefix: str, bodies: Path, *, seconds: float, c
     every answer, no longer preempt the server or Postgres in the middle of their work. A real
     webhook sender is on another machine and takes no CPU here at all; on this 2-core machine wrk
     must share the cores, and this is the least intrusive way. Every wrk phase (the baselines
-    included) runs the same way, and so does pgbench (bench.ingest.run_pgbench). Measured, interleaved: intake 11,331/s against 10,350/s, and
-    wrk's CPU per request 13 µs against 17."""
+    included) runs the same way, and so does pgbench (bench.ingest.run_pgbench). Measured,
+    interleaved: intake 11,331/s against 10,350/s, and wrk's CPU per request 13 µs against 17."""
     argv = [WRK, f"-t{threads}", f"-c{connections}", f"-d{max(1, int(round(seconds)))}s", f"--timeout={timeout_s}s",
             "--latency", "-s", str(BENCH / "ingest.lua"), url, "--", path, prefix, str(bodies)]
     out, elapsed = _run_until(argv, seconds, stop_when, "wrk", batch=True)

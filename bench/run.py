@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
             "load generator": "wrk -t2 -c64 --latency with bench/ingest.lua (pre-signed bodies, a unique "
                               "x-razorpay-event-id per request), after a warm-up run, under the SCHED_BATCH "
                               "scheduling policy (its fair share of CPU, but its wake-ups do not preempt the server "
-                              "or Postgres; every wrk phase, baselines included; since session 4, see "
+                              "or Postgres; every wrk phase, baselines included, and pgbench; since session 4, see "
                               "bench/env.py run_wrk); section 6's steady round: "
                               "bench/paced.py (the same bodies released at a fixed rate over 64 connections, an "
                               "open loop; counted in the wrk+harness CPU column); section 2: its own paced client",

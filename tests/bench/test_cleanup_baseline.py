@@ -22,4 +22,4 @@ def test_a_baseline_run_with_errors_is_not_chosen_for_its_p99_and_one_run_is_its
     assert _calmer(failing, clean) is clean
     assert _calmer(clean, _run(1.0, non_2xx=5)) is clean
     only = _run(5.0)
-    assert _calmer(only, None) is only
+    assert _calmer(only) is only
