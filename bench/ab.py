@@ -9,7 +9,7 @@ A variant is some of: extra environment for `storeops serve` (--env), SQL run on
 before the runner starts (--setup), and a number of serve processes (--processes):
 
     python -m bench.ab --order ABBAABBA --processes B=1
-    python -m bench.ab --setup "B=drop index storeops.payment_webhooks_type_created_idx"
+    python -m bench.ab --setup "B=create index on storeops.payment_webhooks (webhook_type, created_at)"
     python -m bench.ab --env 'B={"STOREOPS_LOG_LEVEL": "WARNING"}'
 
 Comparing two revisions of the code needs two checkouts; run this in each, alternately.

@@ -3631,12 +3631,6 @@ CREATE INDEX payment_webhooks_deferred_idx ON storeops.payment_webhooks USING bt
 CREATE INDEX payment_webhooks_tenant_idx ON storeops.payment_webhooks USING btree (tenant_id, created_at DESC);
 
 --
--- Name: payment_webhooks_type_created_idx; Type: INDEX; Schema: storeops; Owner: -
---
-
-CREATE INDEX payment_webhooks_type_created_idx ON storeops.payment_webhooks USING btree (webhook_type, created_at);
-
---
 -- Name: payment_webhooks_unprocessed_idx; Type: INDEX; Schema: storeops; Owner: -
 --
 
@@ -3725,12 +3719,6 @@ CREATE INDEX shipping_webhooks_fresh_idx ON storeops.shipping_webhooks USING btr
 --
 
 CREATE INDEX shipping_webhooks_tenant_idx ON storeops.shipping_webhooks USING btree (tenant_id, created_at DESC);
-
---
--- Name: shipping_webhooks_type_created_idx; Type: INDEX; Schema: storeops; Owner: -
---
-
-CREATE INDEX shipping_webhooks_type_created_idx ON storeops.shipping_webhooks USING btree (webhook_type, created_at);
 
 --
 -- Name: shipping_webhooks_unprocessed_idx; Type: INDEX; Schema: storeops; Owner: -

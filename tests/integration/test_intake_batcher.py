@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 import uuid
 
 import psycopg
@@ -134,3 +135,22 @@ async def test_workers_in_other_sessions_are_notified_of_each_table_after_a_comm
             await pool.close()
     finally:
         await listener.close()
+
+
+async def test_rows_get_time_ordered_ids_in_arrival_order(fresh_db, batcher):
+    """The receiver names its rows with UUIDv7s (runner.intake._uuid7s): their clock is the time of
+    the batch, and within a batch (one created_at) they follow arrival order, so the worker's claim
+    order (created_at, id) is the order the webhooks came in."""
+    b = batcher()
+    before = int(time.time() * 1000)
+    futures = [b.enqueue(None, f"ev-order-{n}", "payment.captured", b"{}") for n in range(40)]
+    assert await asyncio.gather(*futures) == [True] * 40
+    after = int(time.time() * 1000)
+    with psycopg.connect(fresh_db) as c:
+        rows = c.execute("select event_id, id, created_at from storeops.payment_webhooks "
+                         "order by created_at, id").fetchall()
+    assert [r[0] for r in rows] == [f"ev-order-{n}" for n in range(40)]
+    for _, row_id, _ in rows:
+        assert row_id.version == 7 and row_id.variant == uuid.RFC_4122
+        assert before - 1 <= row_id.int >> 80 <= after + 1  # its 48-bit millisecond clock
+    assert len({r[1] for r in rows}) == 40
