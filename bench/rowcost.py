@@ -9,10 +9,11 @@ server's cost per row with nothing else in it. Variants are set up by SQL on a d
 run alternately (ABBA...), so a drift of the host's speed hits them alike.
 
     python -m bench.rowcost --setup "B=drop index storeops.payment_webhooks_created_idx"
+    python -m bench.rowcost --random-ids A      # the ids of runner.intake against gen_random_uuid()
     python -m bench.rowcost --batch 4 --rounds 6
 
-The session that wrote it measured the UUIDv7 ids of runner.intake (-6.7 µs per row) and
-migration 0045 (-3.7 µs by the median) this way.
+The session that wrote it measured the UUIDv7 ids of runner.intake (-4.4 and -6.7 µs per row in
+two runs) and migration 0045 (-3.7 µs by the median) this way.
 """
 
 from __future__ import annotations
@@ -40,37 +41,59 @@ def _cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
-def _client(url: str, tenant: str, bodies: list[bytes], prefix: str, batches: int, size: int, out) -> None:
-    """One client: `batches` INSERTs of `size` new webhooks; reports (server CPU ticks, rows, seconds)."""
-    sql = intake._INSERT.format(table="payment_webhooks").encode()
-    with psycopg.connect(url, autocommit=True) as conn:
-        backend, pgconn = conn.info.backend_pid, conn.pgconn
-        ticks, started, rows = _cpu_ticks(backend), time.perf_counter(), 0
-        for k in range(batches):
-            picked = [bodies[(k * size + i) % len(bodies)] for i in range(size)]
-            params = [intake._uuid7s(size), intake._text_array([tenant] * size),
-                      intake._text_array([f"{prefix}-{k}-{i}" for i in range(size)]),
-                      intake._text_array(["payment.captured"] * size), intake._text_array(picked)]
-            result = pgconn.exec_params(sql, params, param_types=intake._PARAM_TYPES, param_formats=intake._BINARY)
-            if result.status != pq.ExecStatus.TUPLES_OK:
-                raise RuntimeError(result.get_error_message())
-            rows += result.ntuples
-        out.put((_cpu_ticks(backend) - ticks, rows, time.perf_counter() - started))
+# Without ids: the column default, gen_random_uuid(), names the rows (the intake before session 5).
+_RANDOM_IDS_INSERT = b"""
+insert into storeops.payment_webhooks (tenant_id, event_id, webhook_type, payload)
+select * from unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[])
+on conflict (event_id) do nothing
+returning event_id
+"""
+
+
+def _client(url: str, tenant: str, bodies: list[bytes], prefix: str, batches: int, size: int, random_ids: bool,
+            out) -> None:
+    """One client: `batches` INSERTs of `size` new webhooks; reports (server CPU ticks, rows, seconds),
+    or ("error", message) when it fails."""
+    try:
+        sql = _RANDOM_IDS_INSERT if random_ids else intake._INSERT.format(table="payment_webhooks").encode()
+        skip = 1 if random_ids else 0  # the ids' parameter
+        with psycopg.connect(url, autocommit=True) as conn:
+            backend, pgconn = conn.info.backend_pid, conn.pgconn
+            ticks, started, rows = _cpu_ticks(backend), time.perf_counter(), 0
+            for k in range(batches):
+                picked = [bodies[(k * size + i) % len(bodies)] for i in range(size)]
+                params = [intake._uuid7s(size), intake._text_array([tenant] * size),
+                          intake._text_array([f"{prefix}-{k}-{i}" for i in range(size)]),
+                          intake._text_array(["payment.captured"] * size), intake._text_array(picked)][skip:]
+                result = pgconn.exec_params(sql, params, param_types=intake._PARAM_TYPES[skip:],
+                                            param_formats=intake._BINARY[skip:])
+                if result.status != pq.ExecStatus.TUPLES_OK:
+                    raise RuntimeError(result.get_error_message())
+                rows += result.ntuples
+            out.put((_cpu_ticks(backend) - ticks, rows, time.perf_counter() - started))
+    except Exception as exc:  # noqa: BLE001 (reported to the parent, which raises it)
+        out.put(("error", f"{type(exc).__name__}: {exc}"))
 
 
 def measure(url: str, tenant: str, bodies: list[bytes], prefix: str, *, batches: int, size: int,
-            clients: int) -> tuple[float, float]:
+            clients: int, random_ids: bool = False) -> tuple[float, float]:
     """(server CPU µs per row, rows per second) for `clients` concurrent clients."""
     out = multiprocessing.Queue()
-    procs = [multiprocessing.Process(target=_client, args=(url, tenant, bodies, f"{prefix}-{c}", batches, size, out))
+    procs = [multiprocessing.Process(target=_client,
+                                     args=(url, tenant, bodies, f"{prefix}-{c}", batches, size, random_ids, out))
              for c in range(clients)]
     for p in procs:
         p.start()
-    results = [out.get(timeout=600) for _ in procs]
-    for p in procs:
-        p.join(30)
-        if p.exitcode != 0:
-            raise RuntimeError(f"a client failed (exit code {p.exitcode})")
+    try:
+        results = [out.get(timeout=600) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(30)
+            if p.is_alive():
+                p.kill()
+    failed = [r[1] for r in results if r[0] == "error"]
+    if failed:
+        raise RuntimeError(f"a client failed: {failed[0]}")
     rows = sum(r[1] for r in results)
     if rows == 0:
         raise RuntimeError("no rows were stored")
@@ -78,7 +101,7 @@ def measure(url: str, tenant: str, bodies: list[bytes], prefix: str, *, batches:
 
 
 def run(variants: list[str], setup_by: dict, *, rounds: int, batches: int, size: int, clients: int,
-        out=sys.stdout) -> dict[str, list[float]]:
+        random_ids: str = "", out=sys.stdout) -> dict[str, list[float]]:
     bench = BenchEnv(processes=1)
     bench.start()
     try:
@@ -93,12 +116,14 @@ def run(variants: list[str], setup_by: dict, *, rounds: int, batches: int, size:
             write_signed_bodies(tenant, path, limit=400)
             bodies = [line.split("\t", 1)[1].encode() for line in path.read_text().splitlines()]
             dbs[v] = (url, tenant.tenant_id, bodies)
-            measure(url, tenant.tenant_id, bodies, "warm", batches=max(1, batches // 8), size=size, clients=clients)
+            measure(url, tenant.tenant_id, bodies, "warm", batches=max(1, batches // 8), size=size, clients=clients,
+                    random_ids=v in random_ids)
         costs: dict[str, list[float]] = {v: [] for v in variants}
         for r in range(rounds):
             for v in variants if r % 2 == 0 else variants[::-1]:
                 url, tenant, bodies = dbs[v]
-                us, rate = measure(url, tenant, bodies, f"r{r}", batches=batches, size=size, clients=clients)
+                us, rate = measure(url, tenant, bodies, f"r{r}", batches=batches, size=size, clients=clients,
+                                   random_ids=v in random_ids)
                 costs[v].append(us)
                 print(f"{v} {us:.1f} µs/row  {rate:,.0f} rows/s", file=out, flush=True)
     finally:
@@ -114,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default="AB", help="one letter per variant (default AB)")
     parser.add_argument("--setup", action="append", default=[], metavar="V=SQL",
                         help="SQL run on variant V's database first (a variant without one is the schema as migrated)")
+    parser.add_argument("--random-ids", default="", metavar="LETTERS",
+                        help="variants whose rows get the column default's random ids instead of the runner's UUIDv7s")
     parser.add_argument("--rounds", type=int, default=4, help="rounds, each running every variant once (default 4)")
     parser.add_argument("--batches", type=int, default=2500, help="INSERTs per client per round (default 2500)")
     parser.add_argument("--batch", type=int, default=18,
@@ -124,8 +151,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--variants is distinct letters")
     if min(args.rounds, args.batches, args.batch, args.clients) < 1:
         parser.error("--rounds, --batches, --batch and --clients must be at least 1")
-    run(list(args.variants), _by_variant(args.setup, "setup"), rounds=args.rounds, batches=args.batches,
-        size=args.batch, clients=args.clients)
+    setup_by = _by_variant(args.setup, "setup")
+    unknown = sorted((set(setup_by) | set(args.random_ids)) - set(args.variants))
+    if unknown:
+        parser.error(f"--setup or --random-ids names variants not in --variants {args.variants}: {', '.join(unknown)}")
+    run(list(args.variants), setup_by, rounds=args.rounds, batches=args.batches, size=args.batch,
+        clients=args.clients, random_ids=args.random_ids)
     return 0
 
 

@@ -176,3 +176,25 @@ def test_schema_snapshot_is_current(empty_db):
     migrate.apply(empty_db)
     snapshot = Path(__file__).resolve().parents[2] / "sql" / "schema.sql"
     assert snapshot.read_text() == dump(empty_db), "sql/schema.sql is stale: run `make schema`"
+
+
+def test_0045_gives_up_on_a_long_transaction_instead_of_queueing_intake_behind_it(fresh_db):
+    """Dropping an index waits for an ACCESS EXCLUSIVE lock, and every insert would queue behind
+    that wait: 0045 sets a lock timeout, so a deploy meeting a long transaction fails cleanly after
+    10 s (nothing applied) and works once that transaction is gone."""
+    ours = "0045_drop_unused_webhook_type_indexes"
+    applied = migrate.state(fresh_db).applied
+    assert migrate.rollback(fresh_db, len(applied) - applied.index(ours))[-1] == ours  # and any newer ones
+    with psycopg.connect(fresh_db) as holder:
+        holder.execute("select count(*) from storeops.payment_webhooks")  # holds ACCESS SHARE until it ends
+        try:
+            migrate.apply(fresh_db)
+        except psycopg.errors.LockNotAvailable:
+            pass
+        else:
+            raise AssertionError("0045 applied while a transaction held payment_webhooks")
+        assert migrate.state(fresh_db).pending[0] == ours
+        holder.rollback()
+    assert migrate.apply(fresh_db)[0] == ours
+    with psycopg.connect(fresh_db) as c:
+        assert c.execute("select count(*) from pg_indexes where indexname like '%webhooks_type_created_idx'").fetchone()[0] == 0
