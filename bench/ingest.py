@@ -27,6 +27,14 @@ def _commits(url: str | None) -> int:
     return count_rows(url, "select xact_commit from pg_stat_database where datname = current_database()")
 
 
+def insert_batches(log_text: str, prefix: str) -> int:
+    """How many INSERT batches the runner committed with the webhooks of the phase whose event ids
+    are `prefix`_...: runner.intake logs one "webhooks stored" line per committed batch. (The
+    database's commit count also has the NOTIFYs in it.)"""
+    needle = f'"event_id":"{prefix}_'
+    return sum(1 for line in log_text.splitlines() if '"webhooks stored"' in line and needle in line)
+
+
 def wrk_phase(env: BenchEnv, svc, path: str, bodies: Path, prefix: str, sizes: Sizes, *,
               seconds: float | None = None, stop_when=None, on_start=None, url: str | None = None,
               stats: dict | None = None, rate: float | None = None) -> tuple[WrkResult, dict]:
@@ -206,7 +214,9 @@ def run(env: BenchEnv, sizes: Sizes, section: Section) -> dict:
     finally:
         env.stop_service(runner)
     stored = stored_with_prefix(url, "payment_webhooks", "intake")
-    details["intake"] = {**intake.as_dict(), "rows_stored": stored,
+    batches = insert_batches(runner.log_path.read_text(errors="replace"), "intake")
+    details["intake"] = {**intake.as_dict(), "rows_stored": stored, "insert_batches": batches or None,
+                         "webhooks_per_insert": round(intake.ok / batches, 1) if batches else None,
                          # transactions committed in the database during the phase: the INSERT batches plus the
                          # NOTIFYs (at most 200/s per serve process) and a few scheduler/health statements
                          "db_commits": commit_stats.get("commits"),
