@@ -80,7 +80,6 @@ def run_pgbench(env: BenchEnv, url: str, tenant_id: str, body: str, seconds: flo
             "-D", f"tenant={tenant_id}", "-D", f"payload={body}",
             "-f", str(script), "-l", "--log-prefix", str(work / "log"), url]
     meter = CpuMeter({"pgbench": {os.getpid()}, "postgres": {env.postmaster_pid()}}).start()
-    # SCHED_BATCH, like wrk (bench.env.run_wrk): the load generators' wake-ups do not preempt Postgres.
     out = subprocess.run(sched_batch(argv), capture_output=True, text=True, timeout=seconds + 120, cwd=work)
     cpu = meter.stop()
     if out.returncode != 0:

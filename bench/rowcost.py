@@ -30,15 +30,10 @@ from psycopg import pq
 
 from bench.ab import _by_variant
 from bench.common import seed_tenant, write_signed_bodies
-from bench.env import BenchEnv
+from bench.env import BenchEnv, _proc_stat
 from runner import intake
 
 _TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_ticks(pid: int) -> int:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
 
 
 # Without ids: the column default, gen_random_uuid(), names the rows (the intake before session 5).
@@ -59,18 +54,18 @@ def _client(url: str, tenant: str, bodies: list[bytes], prefix: str, batches: in
         skip = 1 if random_ids else 0  # the ids' parameter
         with psycopg.connect(url, autocommit=True) as conn:
             backend, pgconn = conn.info.backend_pid, conn.pgconn
-            ticks, started, rows = _cpu_ticks(backend), time.perf_counter(), 0
+            ticks, started, rows = _proc_stat(backend)[1], time.perf_counter(), 0  # its server process's CPU
             for k in range(batches):
                 picked = [bodies[(k * size + i) % len(bodies)] for i in range(size)]
-                params = [intake._uuid7s(size), intake._text_array([tenant] * size),
-                          intake._text_array([f"{prefix}-{k}-{i}" for i in range(size)]),
-                          intake._text_array(["payment.captured"] * size), intake._text_array(picked)][skip:]
+                params = ([] if random_ids else [intake._uuid7s(size)]) + [
+                    intake._text_array([tenant] * size), intake._text_array([f"{prefix}-{k}-{i}" for i in range(size)]),
+                    intake._text_array(["payment.captured"] * size), intake._text_array(picked)]
                 result = pgconn.exec_params(sql, params, param_types=intake._PARAM_TYPES[skip:],
                                             param_formats=intake._BINARY[skip:])
                 if result.status != pq.ExecStatus.TUPLES_OK:
                     raise RuntimeError(result.get_error_message())
                 rows += result.ntuples
-            out.put((_cpu_ticks(backend) - ticks, rows, time.perf_counter() - started))
+            out.put((_proc_stat(backend)[1] - ticks, rows, time.perf_counter() - started))
     except Exception as exc:  # noqa: BLE001 (reported to the parent, which raises it)
         out.put(("error", f"{type(exc).__name__}: {exc}"))
 

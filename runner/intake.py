@@ -121,6 +121,8 @@ def _text_array(items: list) -> bytes:
         parts.append(pack(len(data)))
         parts.append(data)
     return b"".join(parts)
+
+
 # Asynchronously committed: a wake-up lost in a crash costs nothing (the workers also poll).
 _NOTIFY = "select set_config('synchronous_commit', 'off', true), pg_notify('storeops_webhooks', '{kind}')"
 
