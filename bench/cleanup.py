@@ -64,6 +64,31 @@ def wait_for_scheduler_cleanup(url: str, timeout: float = 60) -> None:
     raise RuntimeError("the runner's scheduler did not run its first cleanup tick within a minute")
 
 
+def writeback_mb() -> float:
+    """What the kernel is writing back from its page cache right now (/proc/meminfo), in MB."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("Writeback:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def pauses_summary(pauses: list[tuple[float, float]], writeback: list[tuple[float, float]]) -> dict:
+    """bench.paced's pauses (gaps of over 20 ms between two answers) of one phase: how many, the
+    longest, their total, and how many of them came while the kernel was writing back at least
+    1 MB of dirty pages (sampled from just before the pause to its end), when every commit's WAL
+    fsync queues behind that writeback. The others are the host's (its disk, or CPU taken away)."""
+    out = {"count": len(pauses), "longest_ms": 0.0, "total_ms": 0.0, "during_writeback": 0}
+    for start, end in pauses:
+        out["longest_ms"] = max(out["longest_ms"], round(1000 * (end - start), 1))
+        out["total_ms"] = round(out["total_ms"] + 1000 * (end - start), 1)
+        out["during_writeback"] += any(start - 0.05 <= t <= end and mb >= 1 for t, mb in writeback)
+    return out
+
+
 class LockSampler(threading.Thread):
     """Every 20 ms: which backends of the database are waiting on a heavyweight lock, on what,
     and who holds it (pg_blocking_pids)."""
@@ -79,6 +104,8 @@ class LockSampler(threading.Thread):
         self.other_waits: collections.Counter = collections.Counter()
         # every wait of an active ingest INSERT (LWLocks, I/O, client reads too), by type:event
         self.ingest_any_waits: collections.Counter = collections.Counter()
+        # (time.perf_counter(), MB the kernel was writing back from its page cache) per sample
+        self.writeback: list[tuple[float, float]] = []
 
     def run(self) -> None:
         with psycopg.connect(self.url, autocommit=True) as conn:
@@ -91,6 +118,7 @@ class LockSampler(threading.Thread):
                        where a.datname = current_database() and a.pid <> pg_backend_pid()
                          and a.state = 'active'""").fetchall()
                 self.samples += 1
+                self.writeback.append((time.perf_counter(), writeback_mb()))
                 for wtype, wevent, query, by_cleanup in rows:
                     ingest = query.lstrip().lower().startswith("insert into storeops.payment_webhooks")
                     self.ingest_active += ingest
@@ -204,6 +232,9 @@ def _round(env: BenchEnv, sizes: Sizes, label: str, rate: float | None, *, after
             "baseline_is": "after" if calmer is after_run else "before",
             "baseline": base.as_dict(), "during": during.as_dict(),
             "locks_during_cleanup": sampler.summary(), "locks_baseline": base_locks.summary(),
+            "pauses": {"before": pauses_summary(before[0].pauses, before[2].writeback),
+                       "during": pauses_summary(during.pauses, sampler.writeback),
+                       **({"after": pauses_summary(after_run[0].pauses, after_run[2].writeback)} if after_run else {})},
             "_base": base, "_during": during, "_cpu": (base_cpu, cpu), "_peak_rss": peak_rss}
 
 

@@ -237,6 +237,9 @@ class WrkResult:
     p99_ms: float
     max_ms: float
     errors: dict[str, int] = field(default_factory=dict)
+    # bench.paced only: each gap of more than 20 ms between two answers, (start, end) in
+    # time.perf_counter() seconds
+    pauses: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def ok(self) -> int:
@@ -317,6 +320,8 @@ def run_paced(port: int, path: str, prefix: str, bodies: Path, *, rate: float, s
     measured from each request's due time."""
     argv = [sys.executable, "-m", "bench.paced", "--port", str(port), "--path", path, "--bodies", str(bodies),
             "--prefix", prefix, "--rate", f"{rate:g}", "--seconds", f"{seconds:g}", "--connections", str(connections)]
+    if os.environ.get("STOREOPS_BENCH_TIMELINES"):  # a diagnostic: each request's due time and latency
+        argv += ["--timeline", str(Path(os.environ["STOREOPS_BENCH_TIMELINES"]) / f"{prefix}.tsv")]
     out, _ = _run_until(argv, seconds, stop_when, "bench.paced")
     match = re.search(r"^PACEDJSON (.*)$", out, re.M)
     if not match:
@@ -324,7 +329,8 @@ def run_paced(port: int, path: str, prefix: str, bodies: Path, *, rate: float, s
     data = json.loads(match.group(1))
     errors = {k: v for k, v in data["errors"].items() if v}
     return WrkResult(requests=data["requests"], non_2xx=data["non_2xx"], seconds=data["seconds"],
-                     p50_ms=data["p50_ms"], p99_ms=data["p99_ms"], max_ms=data["max_ms"], errors=errors)
+                     p50_ms=data["p50_ms"], p99_ms=data["p99_ms"], max_ms=data["max_ms"], errors=errors,
+                     pauses=[tuple(p) for p in data.get("pauses", [])])
 
 
 # -- the bench environment --------------------------------------------------------------------------

@@ -9,8 +9,11 @@ measured from that due time to the response being read, so a stalled server show
 
 Run as `python -m bench.paced --port P --path /... --bodies FILE --prefix X --rate R --seconds S`;
 SIGINT stops it early (as wrk). It prints one line `PACEDJSON {...}`: requests answered, non-2xx,
-seconds until the last answer, p50/p99/max in ms and the errors (connect, read, timeout, and
-requests never sent); bench.env.run_paced turns it into the same WrkResult as wrk's.
+seconds until the last answer, p50/p99/max in ms, the errors (connect, read, timeout, and
+requests never sent) and the pauses: each gap of more than 20 ms between two answers, as
+(start, end) in time.perf_counter() seconds (the same clock in every process, so the harness can
+line them up with what it sampled meanwhile); bench.env.run_paced turns it into the same WrkResult
+as wrk's.
 """
 
 from __future__ import annotations
@@ -43,6 +46,10 @@ def _percentile(sorted_values, p: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(p * len(sorted_values)))]
 
 
+# A gap between two answers longer than this, at a steady rate of hundreds per second, is the
+# server (or the host) stalled, not an idle moment.
+PAUSE = 0.020
+
 _STOP = {"early": False}  # SIGINT before the event loop has its own handler
 
 
@@ -65,8 +72,9 @@ async def _exchange(reader, writer, request: bytes, timeout: float) -> tuple[byt
 
 
 async def drive(port: int, build, rate: float, seconds: float, connections: int, stop: asyncio.Event,
-                timeout: float = 5.0) -> dict:
+                timeout: float = 5.0, timeline: array | None = None) -> dict:
     latencies = array("d")
+    answered = array("d")  # when each answer came (time.perf_counter), in order
     errors = {"connect": 0, "read": 0, "timeout": 0}
     counts = {"non_2xx": 0, "attempted": 0}
     queue: asyncio.Queue[int | None] = asyncio.Queue()
@@ -90,7 +98,10 @@ async def drive(port: int, build, rate: float, seconds: float, connections: int,
                     errors["timeout" if isinstance(exc, asyncio.TimeoutError) else "read"] += 1
                     keep, status = False, None
                 if status is not None:
-                    latencies.append(time.perf_counter() - (start + i / rate))
+                    answered.append(time.perf_counter())
+                    latencies.append(answered[-1] - (start + i / rate))
+                    if timeline is not None:
+                        timeline.extend((start + i / rate, latencies[-1]))
                     if status[:1] != b"2":
                         counts["non_2xx"] += 1
                 if not keep:  # the server closed it (or we gave up on it): a new one for the next request
@@ -119,10 +130,12 @@ async def drive(port: int, build, rate: float, seconds: float, connections: int,
     elapsed = max(time.perf_counter() - start, 1e-9)  # until the last answer: a backlog lowers the rate
     values = sorted(latencies)
     unanswered = sent - counts["attempted"]
+    pauses = [(a, b) for a, b in zip(answered, answered[1:], strict=False) if b - a > PAUSE]
     return {"requests": len(values), "non_2xx": counts["non_2xx"], "sent": sent, "seconds": elapsed,
             "rate": rate, "errors": {**errors, "unanswered": unanswered},
             "p50_ms": 1000 * _percentile(values, 0.50), "p90_ms": 1000 * _percentile(values, 0.90),
-            "p99_ms": 1000 * _percentile(values, 0.99), "max_ms": 1000 * (values[-1] if values else 0.0)}
+            "p99_ms": 1000 * _percentile(values, 0.99), "max_ms": 1000 * (values[-1] if values else 0.0),
+            "pauses": pauses[:500]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, required=True)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer (as wrk's)")
+    parser.add_argument("--timeline", default=None,
+                        help="also write each answered request's due time (time.perf_counter, comparable across "
+                             "processes) and latency, both in seconds, one TAB-separated pair per line")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, lambda *_: _STOP.update(early=True))
     bodies = []
@@ -143,17 +159,21 @@ def main(argv: list[str] | None = None) -> int:
             sig, _, body = line.rstrip("\n").partition("\t")
             bodies.append((sig, body.encode()))
     build = _requests(args.path, bodies, args.prefix)
+    timeline = array("d") if args.timeline else None
 
     async def run() -> dict:
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
-        return await drive(args.port, build, args.rate, args.seconds, args.connections, stop, args.timeout)
+        return await drive(args.port, build, args.rate, args.seconds, args.connections, stop, args.timeout, timeline)
 
     try:
         import uvloop
     except ImportError:
         uvloop = None
     result = uvloop.run(run()) if uvloop else asyncio.run(run())
+    if timeline is not None:
+        with open(args.timeline, "w") as fh:
+            fh.writelines(f"{timeline[k]:.6f}\t{timeline[k + 1]:.6f}\n" for k in range(0, len(timeline), 2))
     print("PACEDJSON " + orjson.dumps(result).decode(), flush=True)
     return 0
 

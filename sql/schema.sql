@@ -620,6 +620,7 @@ COMMENT ON FUNCTION storeops.current_tenant_id() IS 'The tenant RLS scopes to: r
 CREATE FUNCTION storeops.delete_processed_webhooks(p_table text, p_older_than interval DEFAULT '90 days'::interval, p_limit integer DEFAULT 5000, p_now timestamp with time zone DEFAULT now()) RETURNS integer
     LANGUAGE plpgsql
     SET lock_timeout TO '500ms'
+    SET backend_flush_after TO '256kB'
     AS $$
 declare
   v_count integer;

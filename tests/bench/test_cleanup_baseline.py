@@ -23,3 +23,17 @@ def test_a_baseline_run_with_errors_is_not_chosen_for_its_p99_and_one_run_is_its
     assert _calmer(clean, _run(1.0, non_2xx=5)) is clean
     only = _run(5.0)
     assert _calmer(only) is only
+
+
+def test_stalls_are_counted_and_those_during_the_kernels_writeback_told_apart():
+    """Section 6's stalls: pauses between answers, and which of them came while the sampler saw
+    the kernel writing back at least 1 MB of dirty pages (from just before the pause to its end)."""
+    from bench.cleanup import pauses_summary
+
+    writeback = [(9.98, 0.0), (10.00, 64.0), (10.02, 30.0), (10.04, 0.0), (20.0, 0.5), (30.0, 0.0)]
+    pauses = [(10.01, 10.07),   # during writeback: 60 ms
+              (20.00, 20.03),   # 0.5 MB only: the host's
+              (29.90, 30.10)]   # nothing written back: the host's, 200 ms
+    summary = pauses_summary(pauses, writeback)
+    assert summary == {"count": 3, "longest_ms": 200.0, "total_ms": 290.0, "during_writeback": 1}
+    assert pauses_summary([], writeback) == {"count": 0, "longest_ms": 0.0, "total_ms": 0.0, "during_writeback": 0}

@@ -4,6 +4,7 @@ due time, and a server that closes connections or stops answering is reported, n
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -13,7 +14,8 @@ from bench.paced import drive
 async def _server(behaviour):
     """A tiny HTTP/1.1 server; behaviour(n) for the n-th request on the server returns
     'keep', 'close' (answers with Connection: close, then closes), 'drop' (closes unanswered),
-    'slow' (answers after 0.3 s) or 'hang'."""
+    'slow' (answers after 0.3 s), 'freeze' (blocks the whole event loop, the client's too, for
+    0.15 s before answering: the host stalling everything) or 'hang'."""
     count = {"n": 0}
 
     async def handle(reader, writer):
@@ -31,6 +33,8 @@ async def _server(behaviour):
                     await asyncio.sleep(3600)
                 if what == "slow":
                     await asyncio.sleep(0.3)
+                if what == "freeze":
+                    time.sleep(0.15)
                 extra = b"Connection: close\r\n" if what == "close" else b""
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n" + extra + b"\r\nok")
                 await writer.drain()
@@ -89,3 +93,16 @@ def test_a_hung_request_times_out_and_is_counted():
     result, _ = _run(lambda n: "hang" if n == 5 else "keep", rate=50.0, seconds=0.5, connections=2, timeout=0.5)
     assert result["errors"]["timeout"] == 1
     assert result["requests"] == result["sent"] - 1
+
+
+def test_a_stall_of_everything_is_reported_as_a_pause_between_answers():
+    """No answer for 0.15 s at 200/s (one every 5 ms): one pause of about that length, given as
+    (start, end) on time.perf_counter's clock, which the harness lines up with its own samples."""
+    before = time.perf_counter()
+    result, _ = _run(lambda n: "freeze" if n == 100 else "keep", rate=200.0, seconds=1.0)
+    long = [(a, b) for a, b in result["pauses"] if b - a >= 0.1]
+    assert len(long) == 1
+    (start, end), = long
+    assert 0.14 <= end - start < 0.5
+    assert before < start < end < time.perf_counter()
+    assert all(b - a > 0.02 for a, b in result["pauses"])

@@ -195,3 +195,26 @@ def test_the_pg_cron_procedure_also_yields_to_held_rows_and_cleans_the_other_tab
                 c.execute("call storeops.cleanup_old_webhooks(p_attempts => 0)")
     finally:
         holder.close()
+
+
+def test_the_cleanups_deletes_run_with_their_writes_flushed_as_they_go(fresh_db):
+    """0046: while delete_processed_webhooks runs, backend_flush_after is 256kB, so the pages its
+    backend writes out are handed to the disk as it goes rather than left dirty in the page cache
+    for the kernel to write back in one burst that every ingest commit's WAL fsync waits behind.
+    The caller's own session keeps its setting. Seen from a trigger on the DELETE itself."""
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute("""insert into storeops.payment_webhooks (event_id, webhook_type, payload, processed, processed_at, created_at)
+                     select 'old-' || g, 'x', '{}', true, now(), now() - interval '91 days' from generate_series(1, 3) g""")
+        c.execute("""create function pg_temp.report_flush() returns trigger language plpgsql as $$
+                     begin raise notice 'backend_flush_after=%', current_setting('backend_flush_after'); return null; end $$""")
+        c.execute("""create trigger report_flush after delete on storeops.payment_webhooks
+                     for each statement execute function pg_temp.report_flush()""")
+        notices: list[str] = []
+        c.add_notice_handler(lambda diag: notices.append(diag.message_primary))
+        before = c.execute("show backend_flush_after").fetchone()[0]
+        deleted = c.execute("select storeops.delete_processed_webhooks('payment_webhooks')").fetchone()[0]
+        after = c.execute("show backend_flush_after").fetchone()[0]
+        c.execute("drop trigger report_flush on storeops.payment_webhooks")
+    assert deleted == 3
+    assert notices == ["backend_flush_after=256kB"]
+    assert before == after == "0"
