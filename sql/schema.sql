@@ -637,12 +637,14 @@ begin
     delete from storeops.payment_webhooks
     where id = any (array(select id from storeops.payment_webhooks
                           where processed and created_at < p_now - p_older_than
+                          order by created_at
                           limit p_limit))
       and processed and created_at < p_now - p_older_than;
   elsif p_table = 'shipping_webhooks' then
     delete from storeops.shipping_webhooks
     where id = any (array(select id from storeops.shipping_webhooks
                           where processed and created_at < p_now - p_older_than
+                          order by created_at
                           limit p_limit))
       and processed and created_at < p_now - p_older_than;
   else
@@ -658,7 +660,7 @@ $$;
 -- Name: FUNCTION delete_processed_webhooks(p_table text, p_older_than interval, p_limit integer, p_now timestamp with time zone); Type: COMMENT; Schema: storeops; Owner: -
 --
 
-COMMENT ON FUNCTION storeops.delete_processed_webhooks(p_table text, p_older_than interval, p_limit integer, p_now timestamp with time zone) IS 'Deletes one batch of processed webhooks older than p_older_than; never an unprocessed one (the DELETE re-checks both conditions on any row changed meanwhile).';
+COMMENT ON FUNCTION storeops.delete_processed_webhooks(p_table text, p_older_than interval, p_limit integer, p_now timestamp with time zone) IS 'Deletes one batch of the oldest processed webhooks older than p_older_than; never an unprocessed one (the DELETE re-checks both conditions on any row changed meanwhile).';
 
 --
 -- Name: enqueue_operation(uuid, text, uuid, jsonb, timestamp with time zone); Type: FUNCTION; Schema: storeops; Owner: -

@@ -218,3 +218,19 @@ def test_the_cleanups_deletes_run_with_their_writes_flushed_as_they_go(fresh_db)
     assert deleted == 3
     assert notices == ["backend_flush_after=256kB"]
     assert before == after == "0"
+
+
+@pytest.mark.parametrize("table", ["payment_webhooks", "shipping_webhooks"])
+def test_a_cleanup_batch_takes_the_oldest_processed_webhooks_first(fresh_db, table):
+    """0047: a batch deletes the oldest of the old processed webhooks (through created_idx), so a
+    cleanup cut short has removed the oldest first; unprocessed ones stay however old."""
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        # inserted newest first, so that the table's physical order is the opposite of their age
+        c.execute(f"""insert into storeops.{table} (event_id, webhook_type, payload, processed, processed_at, created_at)
+                      select 'old-' || g, 'x', '{{}}', true, now(), now() - interval '91 days' - g * interval '1 day'
+                      from generate_series(1, 8) g""")
+        c.execute(f"""insert into storeops.{table} (event_id, webhook_type, payload, processed, created_at)
+                      values ('stuck', 'x', '{{}}', false, now() - interval '400 days')""")
+        assert c.execute("select storeops.delete_processed_webhooks(%s, interval '90 days', 3)", (table,)).fetchone()[0] == 3
+        left = {r[0] for r in c.execute(f"select event_id from storeops.{table}").fetchall()}
+    assert left == {"stuck"} | {f"old-{g}" for g in range(1, 6)}
