@@ -255,8 +255,9 @@ def analysis(sections: dict[int, Section], sizes: Sizes, processes: int) -> dict
                   f"busy; it is {steady['rate'] / sizes.e2e_rate:g}× section 2's sustained rate. At full speed the machine is already full, and "
                   "anything else that runs lengthens every queue: that round shows what the cleanup costs there, "
                   f"and has no target. Ingest p99 during the cleanup: steady {p99s(steady)}; full speed {p99s(full)}.",
-                  "The cleanup deletes processed rows only, 1,000 per transaction, pausing so that it deletes at "
-                  "most a third of the time. Since migration 0041 it takes no row lock before deleting (the "
+                  "The cleanup deletes processed rows only, 1,000 per transaction and the oldest first (migration "
+                  "0047: through created_idx, where each batch used to scan past every row deleted before it), "
+                  "pausing so that it deletes at most a third of the time. Since migration 0041 it takes no row lock before deleting (the "
                   "DELETE re-checks its conditions on any row changed meanwhile; 0043 makes it give a batch up "
                   "after 0.5 s on a locked row rather than wait), which saves a WAL record per row, and the "
                   "cluster compresses full-page images (wal_compression=lz4). Measured once on a million such "
