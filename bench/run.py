@@ -281,11 +281,11 @@ def analysis(sections: dict[int, Section], sizes: Sizes, processes: int) -> dict
                   "deleting rows would write almost none (not built).",
                   "Stalls, steady round: gaps of over 20 ms between two answers, when at "
                   f"{rate} one comes every half millisecond: {pauses(steady)}. At that rate a 100 ms stall "
-                  "delays about 200 requests, a third of the 1% that sets a 30-second phase's p99. A stall "
+                  "delays about 200 requests, a third of the 1% that sets the p99 of a phase of about 30 s. A stall "
                   "while the kernel writes back dirty pages is every commit's WAL fsync queued behind that "
                   "writeback; since migration 0046 the cleanup's backend hands its writes to the disk as it goes "
-                  "(backend_flush_after), which halved the page cache's dirty data while it ran (about 100 MB "
-                  "against 200 MB at its peak). The other stalls are the host's: a WAL fsync of a few kB taking "
+                  "(backend_flush_after), which halved the page cache's dirty data while it ran (measured when "
+                  "it was added, not in this run: about 100 MB against 200 MB at its peak). The other stalls are the host's: a WAL fsync of a few kB taking "
                   "hundreds of ms with nothing written back here, or the CPU taken away."]
     return out
 
