@@ -1,6 +1,6 @@
 """Section 6: the 90-day cleanup under ingest. A million processed webhooks older than 90 days
 (generate_series; 90% payment, 10% shipping) are deleted by the runner's own `storeops cleanup`
-(runner.scheduler.cleanup: 1,000-row batches, each its own transaction, deleting at most a third
+(runner.scheduler.cleanup: 500-row batches, each its own transaction, deleting at most a third
 of the time) while ingest runs; ingest stops when the cleanup ends. Beside it: the same ingest
 without the cleanup, just before. pg_stat_activity is sampled every 20 ms for backends waiting.
 
@@ -147,7 +147,7 @@ class LockSampler(threading.Thread):
 
 def _round(env: BenchEnv, sizes: Sizes, label: str, rate: float | None, *, after: bool = False) -> dict:
     """One database and runner: load the old rows, measure ingest alone, then ingest while
-    `storeops cleanup` deletes them. `rate`: a steady rate (bench.paced); None: wrk at full speed.
+    `storeops cleanup` deletes them, each run just after a checkpoint. `rate`: a steady rate (bench.paced); None: wrk at full speed.
     With `after`, ingest alone is measured again once the cleanup is done (after a vacuum and a
     checkpoint, as the first run follows one), and the baseline is whichever of the two runs
     without cleanup had the lower p99: a host stall in one of them (this machine is shared) then
@@ -176,6 +176,12 @@ def _round(env: BenchEnv, sizes: Sizes, label: str, rate: float | None, *, after
             return result, used, locks.stop()
 
         before = alone("b")
+        # Every run starts as the first did, just after a checkpoint (the after-run too). Without one
+        # here, the kernel's writeback of the pages the before-run dirtied (vm.dirty_expire_centisecs:
+        # 30 s after) fell about 8 s into the cleanup's run, stalling its commits for 40-65 ms
+        # (seen in most rounds' timelines), while the before-run itself never met its own writeback.
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("checkpoint")
         state: dict = {}
 
         def start_cleanup() -> None:
