@@ -16,6 +16,7 @@ from bench.common import Section, Sizes, fmt
 from bench.env import CLUSTER_SETTINGS, BenchEnv, machine_facts
 from bench.report import render, write
 from runner.cluster import find_bindir, wal_compression_method
+from runner.scheduler import CLEANUP_BATCH
 
 SECTIONS = [
     (1, "Ingest: signed Razorpay webhooks accepted durably", ingest),
@@ -255,7 +256,7 @@ def analysis(sections: dict[int, Section], sizes: Sizes, processes: int) -> dict
                   f"busy; it is {steady['rate'] / sizes.e2e_rate:g}× section 2's sustained rate. At full speed the machine is already full, and "
                   "anything else that runs lengthens every queue: that round shows what the cleanup costs there, "
                   f"and has no target. Ingest p99 during the cleanup: steady {p99s(steady)}; full speed {p99s(full)}.",
-                  "The cleanup deletes processed rows only, 1,000 per transaction and the oldest first (migration "
+                  f"The cleanup deletes processed rows only, {CLEANUP_BATCH:,} per transaction and the oldest first (migration "
                   "0047: through created_idx, where each batch used to scan past every row deleted before it), "
                   "pausing so that it deletes at most a third of the time. Since migration 0041 it takes no row lock before deleting (the "
                   "DELETE re-checks its conditions on any row changed meanwhile; 0043 makes it give a batch up "
@@ -272,7 +273,9 @@ def analysis(sections: dict[int, Section], sizes: Sizes, processes: int) -> dict
                   f"{steady['locks_during_cleanup']['ingest_blocked_by_cleanup'] + full['locks_during_cleanup']['ingest_blocked_by_cleanup']}. "
                   "('extend' is the relation-extension lock concurrent INSERTs take among themselves to add "
                   "pages.) A CHECKPOINT follows the loading of the old rows, so that neither phase gets the "
-                  "checkpoint the load's WAL would trigger.",
+                  "checkpoint the load's WAL would trigger, and every run (with the cleanup or without) starts just "
+                  "after one: otherwise the kernel's writeback of what the run before it wrote (30 s later) lands "
+                  "in the next run.",
                   "What the ingest INSERTs were doing when sampled (share of samples of an active ingest INSERT), "
                   f"full-speed round: during the cleanup {states(full['locks_during_cleanup'])}; without it "
                   f"{states(full['locks_baseline'])}. (WALSync and WALWrite: waiting for the WAL flush that "

@@ -11,6 +11,7 @@ import psycopg
 
 from runner.cli import UserError
 from runner.config import Settings, resolve_database_url
+from runner.scheduler import CLEANUP_BATCH
 
 
 def register(sub) -> None:
@@ -19,8 +20,8 @@ def register(sub) -> None:
 
     c = sub.add_parser("cleanup", help="delete processed webhooks older than 90 days, in batches")
     c.add_argument("--older-than", default="90 days", help="age (a Postgres interval, default '90 days')")
-    c.add_argument("--batch", type=int, default=1000,
-                   help="rows per committed batch (default 1000); it deletes at most a third of the time")
+    c.add_argument("--batch", type=int, default=CLEANUP_BATCH,
+                   help=f"rows per committed batch (default {CLEANUP_BATCH}); it deletes at most a third of the time")
     c.set_defaults(func=cmd_cleanup)
 
     cron = sub.add_parser("cron", help="pg_cron schedules for the SQL-only jobs (install|list|remove)")
