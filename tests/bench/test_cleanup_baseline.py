@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bench.cleanup import _calmer
 from bench.env import WrkResult
 
@@ -37,3 +39,21 @@ def test_stalls_are_counted_and_those_during_the_kernels_writeback_told_apart():
     summary = pauses_summary(pauses, writeback)
     assert summary == {"count": 3, "longest_ms": 200.0, "total_ms": 290.0, "during_writeback": 1}
     assert pauses_summary([], writeback) == {"count": 0, "longest_ms": 0.0, "total_ms": 0.0, "during_writeback": 0}
+
+
+def test_a_baseline_run_stalled_by_the_host_is_not_chosen_even_with_the_lower_p99():
+    """A run with 50 ms or more without an answer had the host stall it; its p99 is the host's.
+    The other run is chosen even with a higher p99; when both stalled, the lower p99 as before
+    (and run() then does not count the target as met)."""
+    from bench.cleanup import HOST_STALL, longest_stall
+
+    stalled = WrkResult(requests=1000, non_2xx=0, seconds=1.0, p50_ms=1.0, p99_ms=10.8, max_ms=140.0,
+                        pauses=[(5.0, 5.14), (7.0, 7.03)])
+    calm = WrkResult(requests=1000, non_2xx=0, seconds=1.0, p50_ms=1.0, p99_ms=12.0, max_ms=20.0,
+                     pauses=[(3.0, 3.03)])
+    assert longest_stall(stalled) == pytest.approx(0.14) and longest_stall(calm) < HOST_STALL
+    assert _calmer(stalled, calm) is calm
+    also_stalled = WrkResult(requests=1000, non_2xx=0, seconds=1.0, p50_ms=1.0, p99_ms=34.6, max_ms=119.0,
+                             pauses=[(1.0, 1.119)])
+    assert _calmer(also_stalled, stalled) is stalled
+    assert longest_stall(_run(5.0)) == 0.0  # wrk's runs report no pauses
