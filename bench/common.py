@@ -65,7 +65,10 @@ class Sizes:
     procrastinate_jobs: int
     sweep_domains: int
     cleanup_rows: int
-    cleanup_baseline_seconds: float
+    cleanup_baseline_seconds: float  # the full-speed round's run without the cleanup
+    # the steady round's run before the cleanup: about as long as the cleanup takes (the run after
+    # it lasts exactly as long as the cleanup's run did)
+    cleanup_steady_seconds: float
     cleanup_max_seconds: float
     cleanup_rate: float
     orders: int
@@ -74,14 +77,16 @@ class Sizes:
     def full(cls) -> Sizes:
         return cls(ingest_seconds=15, warmup_seconds=2, pgbench_seconds=10, e2e_rate=1000, e2e_seconds=20,
                    apply_events=100_000, queue_jobs=20_000, procrastinate_jobs=5_000, sweep_domains=100_000,
-                   cleanup_rows=1_000_000, cleanup_baseline_seconds=20, cleanup_max_seconds=120, cleanup_rate=2000,
+                   cleanup_rows=1_000_000, cleanup_baseline_seconds=20, cleanup_steady_seconds=50,
+                   cleanup_max_seconds=120, cleanup_rate=2000,
                    orders=2000)
 
     @classmethod
     def smoke(cls) -> Sizes:
         return cls(ingest_seconds=2, warmup_seconds=1, pgbench_seconds=2, e2e_rate=200, e2e_seconds=2,
                    apply_events=1500, queue_jobs=400, procrastinate_jobs=300, sweep_domains=300,
-                   cleanup_rows=20_000, cleanup_baseline_seconds=2, cleanup_max_seconds=30, cleanup_rate=300, orders=100)
+                   cleanup_rows=20_000, cleanup_baseline_seconds=2, cleanup_steady_seconds=2,
+                   cleanup_max_seconds=30, cleanup_rate=300, orders=100)
 
 
 @dataclass
