@@ -248,9 +248,18 @@ def _round(env: BenchEnv, sizes: Sizes, label: str, rate: float | None, *, after
             "_base": base, "_during": during, "_cpu": (base_cpu, cpu), "_peak_rss": peak_rss}
 
 
-# A baseline run in which nothing was answered for this long had the host stall it: at 2,000/s that
-# is 100 requests or more late, a tenth of the 1% that sets a 50-second run's p99.
+# A baseline run in which nothing was answered for long enough to hold up a quarter of the 1% of its
+# requests that set its p99 had the host stall it: its p99 is then the stall's. At a steady rate that
+# is 0.25% of the run's length: 50 ms of a 20-second run (100 requests at 2,000/s), 125 ms of a
+# 50-second one; never less than HOST_STALL.
 HOST_STALL = 0.050
+HOST_STALL_SHARE = 0.0025
+
+
+def host_stalled(result) -> bool:
+    """Whether a bench.paced run had a host stall: a pause between two answers of at least
+    HOST_STALL_SHARE of its length (and of HOST_STALL)."""
+    return longest_stall(result) >= max(HOST_STALL, HOST_STALL_SHARE * result.seconds)
 
 
 def matched_seconds(during, minimum: float) -> float:
@@ -272,7 +281,7 @@ def _calmer(*runs):
     """The baseline run with the lowest p99, among the error-free ones if there are any, and among
     those without a host stall if there are any."""
     clean = [r for r in runs if not (r.errors or r.non_2xx)] or list(runs)
-    calm = [r for r in clean if longest_stall(r) < HOST_STALL]
+    calm = [r for r in clean if not host_stalled(r)]
     return min(calm or clean, key=lambda r: r.p99_ms)
 
 
@@ -293,7 +302,7 @@ def run(env: BenchEnv, sizes: Sizes, section: Section) -> dict:
         base, during = r["_base"], r["_during"]
         factor = during.p99_ms / base.p99_ms if base.p99_ms else None
         clean = not (base.errors or during.errors or base.non_2xx or during.non_2xx)
-        calm = longest_stall(base) < HOST_STALL
+        calm = not host_stalled(base)
         label = ("the same steady rate without cleanup (same runner; the calmer of the runs just before and "
                  "just after, each about as long as the cleanup's)" if r["rate"] else "wrk at full speed without cleanup (same runner, just before)")
         section.add(metric, during.p99_ms, "ms", baseline=base.p99_ms, baseline_label=label,

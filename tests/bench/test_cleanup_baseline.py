@@ -72,3 +72,22 @@ def test_the_run_after_the_cleanup_lasts_as_long_as_the_run_during_it():
     assert matched_seconds(short, 2) == 2  # never shorter than the full-speed round's baseline
     full = Sizes.full()
     assert full.cleanup_steady_seconds >= 45 > full.cleanup_baseline_seconds  # a cleanup takes about 50 s
+
+
+def test_what_counts_as_a_host_stall_follows_the_runs_length():
+    """A stall holds up stall × rate requests; it is the host's when that is a quarter of the 1%
+    that sets the run's p99 (0.25% of its length): 50 ms of a 20-second run, 125 ms of a 50-second
+    one, never less than 50 ms. A 58 ms stall in a 50-second run (its own writeback) delays about
+    116 of its 100,000 requests: its p99 is still ingest's own."""
+    from bench.cleanup import _calmer, host_stalled
+
+    def paced(seconds: float, p99: float, stall: float) -> WrkResult:
+        return WrkResult(requests=int(2000 * seconds), non_2xx=0, seconds=seconds, p50_ms=2.0, p99_ms=p99,
+                         max_ms=1000 * stall, pauses=[(10.0, 10.0 + stall)] if stall else [])
+
+    assert host_stalled(paced(20, 8.0, 0.058)) and not host_stalled(paced(20, 8.0, 0.045))
+    assert not host_stalled(paced(50, 6.6, 0.058)) and host_stalled(paced(50, 114.0, 0.357))
+    assert not host_stalled(paced(50, 6.6, 0.124)) and host_stalled(paced(50, 6.6, 0.126))
+    assert host_stalled(paced(2, 8.0, 0.050)) and not host_stalled(paced(2, 8.0, 0.0))
+    before, after = paced(50, 6.6, 0.058), paced(45, 5.1, 0.357)
+    assert _calmer(before, after) is before  # the after-run's lower p99 came with a 357 ms stall
