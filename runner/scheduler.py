@@ -54,7 +54,8 @@ async def _recon_review(ctx, worker) -> object:
 # meanwhile: in section 6 of `make bench` (ingest at a steady 2,000/s, stalls left out), batches of
 # 500 kept ingest's p99 at 9.8-10.1 ms where batches of 1,000 took it to 11.6-12.8 ms (two rounds
 # each, interleaved; the baselines 4.9-6.6 ms). The cleanup of a million rows took 50 s instead of
-# 36-40 s.
+# 36-40 s. The pg_cron job's procedure (storeops.cleanup_old_webhooks, migration 0048) has the same
+# default batch and duty.
 CLEANUP_BATCH = 500
 
 

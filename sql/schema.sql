@@ -478,25 +478,35 @@ $$;
 COMMENT ON FUNCTION storeops.claim_scheduler_tick(p_job text, p_every interval, p_runner text, p_now timestamp with time zone) IS 'The current tick of a job if this runner is the first to claim it, else NULL: one runner per tick.';
 
 --
--- Name: cleanup_old_webhooks(interval, integer, integer, interval); Type: PROCEDURE; Schema: storeops; Owner: -
+-- Name: cleanup_old_webhooks(interval, integer, integer, interval, double precision); Type: PROCEDURE; Schema: storeops; Owner: -
 --
 
-CREATE PROCEDURE storeops.cleanup_old_webhooks(IN p_older_than interval DEFAULT '90 days'::interval, IN p_batch integer DEFAULT 5000, IN p_attempts integer DEFAULT 5, IN p_pause interval DEFAULT '00:00:01'::interval)
+CREATE PROCEDURE storeops.cleanup_old_webhooks(IN p_older_than interval DEFAULT '90 days'::interval, IN p_batch integer DEFAULT 500, IN p_attempts integer DEFAULT 5, IN p_pause interval DEFAULT '00:00:01'::interval, IN p_duty double precision DEFAULT (1.0 / (3)::numeric))
     LANGUAGE plpgsql
     AS $$
 declare
   v_table text;
   v_deleted integer;
   v_failed integer;
+  v_started timestamptz;
 begin
   if p_attempts is null or p_attempts < 1 then
     raise exception 'cleanup_old_webhooks: attempts must be at least 1, got %', coalesce(p_attempts::text, 'NULL')
+      using errcode = '22023';
+  end if;
+  if p_batch is null or p_batch < 1 then
+    raise exception 'cleanup_old_webhooks: batch must be at least 1, got %', coalesce(p_batch::text, 'NULL')
+      using errcode = '22023';
+  end if;
+  if p_duty is null or not (p_duty > 0 and p_duty <= 1) then
+    raise exception 'cleanup_old_webhooks: duty must be more than 0 and at most 1, got %', coalesce(p_duty::text, 'NULL')
       using errcode = '22023';
   end if;
   foreach v_table in array array['payment_webhooks', 'shipping_webhooks'] loop
     v_failed := 0;
     loop
       v_deleted := null;
+      v_started := clock_timestamp();
       begin  -- a subtransaction: a batch that times out on a lock undoes only itself
         v_deleted := storeops.delete_processed_webhooks(v_table, p_older_than, p_batch);
       exception when lock_not_available then
@@ -514,6 +524,8 @@ begin
       end if;
       v_failed := 0;
       exit when v_deleted < p_batch;
+      -- let ingest interleave: deleting takes at most p_duty of the time
+      perform pg_sleep(greatest(0.01, extract(epoch from clock_timestamp() - v_started) * (1 - p_duty) / p_duty));
     end loop;
   end loop;
   delete from storeops.scheduler_ticks where started_at < now() - interval '30 days';
@@ -522,10 +534,10 @@ end
 $$;
 
 --
--- Name: PROCEDURE cleanup_old_webhooks(IN p_older_than interval, IN p_batch integer, IN p_attempts integer, IN p_pause interval); Type: COMMENT; Schema: storeops; Owner: -
+-- Name: PROCEDURE cleanup_old_webhooks(IN p_older_than interval, IN p_batch integer, IN p_attempts integer, IN p_pause interval, IN p_duty double precision); Type: COMMENT; Schema: storeops; Owner: -
 --
 
-COMMENT ON PROCEDURE storeops.cleanup_old_webhooks(IN p_older_than interval, IN p_batch integer, IN p_attempts integer, IN p_pause interval) IS 'Weekly cleanup in committed batches (no long locks); keeps unprocessed webhooks however old. A batch that meets rows another transaction holds is tried again after p_pause, up to p_attempts times, then that table waits for the next run (a WARNING says so).';
+COMMENT ON PROCEDURE storeops.cleanup_old_webhooks(IN p_older_than interval, IN p_batch integer, IN p_attempts integer, IN p_pause interval, IN p_duty double precision) IS 'Weekly cleanup in committed batches of p_batch rows (no long locks), pausing after each so that deleting takes at most p_duty of the time; keeps unprocessed webhooks however old. A batch that meets rows another transaction holds is tried again after p_pause, up to p_attempts times, then that table waits for the next run (a WARNING says so).';
 
 --
 -- Name: complete_operation_retries(uuid[], bigint[], timestamp with time zone); Type: FUNCTION; Schema: storeops; Owner: -

@@ -197,6 +197,46 @@ def test_the_pg_cron_procedure_also_yields_to_held_rows_and_cleans_the_other_tab
         holder.close()
 
 
+def test_the_pg_cron_procedure_deletes_500_at_a_time_and_paces_itself_as_the_runner_does(fresh_db):
+    """0048: `call storeops.cleanup_old_webhooks()` (the weekly pg_cron job) deletes batches of 500,
+    as the runner's cleanup does, and after each full batch pauses long enough that deleting takes at
+    most p_duty of the time (a third by default), so ingest's commits get through. It used to delete
+    5,000 at a time back to back. Seen from a trigger on the DELETE that reports each batch's size
+    and makes each batch take 0.1 s. Its batch is the runner's (runner.scheduler.CLEANUP_BATCH)."""
+    from runner.scheduler import CLEANUP_BATCH
+
+    n = 2 * CLEANUP_BATCH + 200
+    batches = [f"batch {CLEANUP_BATCH}", f"batch {CLEANUP_BATCH}", "batch 200"]
+    _old_rows(fresh_db, "payment_webhooks", n)
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute("""create function pg_temp.slow_batch() returns trigger language plpgsql as $$
+                     begin raise notice 'batch %', (select count(*) from gone); perform pg_sleep(0.1); return null; end $$""")
+        c.execute("""create trigger slow_batch after delete on storeops.payment_webhooks
+                     referencing old table as gone for each statement execute function pg_temp.slow_batch()""")
+        notices: list[str] = []
+        c.add_notice_handler(lambda diag: notices.append(diag.message_primary))
+
+        started = time.monotonic()
+        c.execute("call storeops.cleanup_old_webhooks()")  # the defaults, as pg_cron calls it
+        paced = time.monotonic() - started
+        assert notices == batches  # the procedure's default batch is the runner's
+        # two full batches of 0.1 s or more, each followed by twice as long a pause; then the last
+        assert paced >= 2 * (0.1 + 0.2) + 0.1
+
+        _old_rows(fresh_db, "payment_webhooks", n, prefix="again-")
+        notices.clear()
+        started = time.monotonic()
+        c.execute("call storeops.cleanup_old_webhooks(p_duty => 1)")  # no pause beyond 10 ms
+        flat_out = time.monotonic() - started
+        assert notices == batches
+        assert flat_out < paced - 0.3
+        assert c.execute("select count(*) from storeops.payment_webhooks").fetchone()[0] == 0
+
+        for bad in ("p_batch => 0", "p_duty => 0", "p_duty => 1.5", "p_duty => null"):
+            with pytest.raises(psycopg.errors.InvalidParameterValue):  # p_batch 0 used to loop for ever
+                c.execute(f"call storeops.cleanup_old_webhooks({bad})")
+
+
 def test_the_cleanups_deletes_run_with_their_writes_flushed_as_they_go(fresh_db):
     """0046: while delete_processed_webhooks runs, backend_flush_after is 256kB, so the pages its
     backend writes out are handed to the disk as it goes rather than left dirty in the page cache
