@@ -29,6 +29,7 @@ from bench.env import ROOT, BenchEnv, CpuMeter
 TARGET_RATIO = 20.0
 OP_TYPE = "bench_noop"
 PROCESSES = 4
+DRAINS = 3  # storeops drains of the headline figure's jobs; the median is reported
 PROCRASTINATE_CONCURRENCY = 4  # per process; its default is 1 (it was not faster here)
 
 
@@ -176,10 +177,21 @@ def run_procrastinate(env: BenchEnv, n: int, concurrency: int) -> dict:
             "cpu": cpu}
 
 
+def median_drain(drains: list[dict]) -> tuple[list[dict], dict]:
+    """The drains sorted by rate, and the median one (of an odd number; the slower middle one of an
+    even number)."""
+    ordered = sorted(drains, key=lambda r: r["per_second"])
+    return ordered, ordered[(len(ordered) - 1) // 2]
+
+
 def run(env: BenchEnv, sizes: Sizes, section: Section) -> dict:
     n = sizes.procrastinate_jobs
     proc = run_procrastinate(env, n, concurrency=PROCRASTINATE_CONCURRENCY)
-    ours = run_storeops(env, n, batch=20)
+    # A drain of 5,000 jobs lasts about half a second: one pause of this shared host halves its rate
+    # (9,516/s at 21:03 UTC on 26 Nov, while the 20,000-job drain just after did 16,129/s).
+    # Procrastinate's drain of the same jobs lasts about 10 s, and a pause hardly shows in it. So
+    # storeops drains them DRAINS times, and the figure is the median drain.
+    drains, ours = median_drain([run_storeops(env, n, batch=20) for _ in range(DRAINS)])
     more = run_storeops(env, sizes.queue_jobs, batch=20)
     more_big = run_storeops(env, sizes.queue_jobs, batch=100)
     section.cpu[f"procrastinate, 4 processes × concurrency {PROCRASTINATE_CONCURRENCY}, {n:,} jobs"] = proc.pop("cpu")
@@ -187,9 +199,10 @@ def run(env: BenchEnv, sizes: Sizes, section: Section) -> dict:
     section.cpu[f"storeops, 4 processes, batch 20, {sizes.queue_jobs:,} jobs"] = more.pop("cpu")
     section.cpu[f"storeops, 4 processes, batch 100, {sizes.queue_jobs:,} jobs"] = more_big.pop("cpu")
     ratio = ours["per_second"] / proc["per_second"]
-    all_done = (ours["completed"] == n and proc["succeeded"] == n and more["completed"] == sizes.queue_jobs
+    all_done = (all(r["completed"] == n for r in drains) and proc["succeeded"] == n and more["completed"] == sizes.queue_jobs
                 and more_big["completed"] == sizes.queue_jobs)
-    section.add(f"claim + complete, 4 processes, batch 20 (the runner's claim size), {n:,} jobs", ours["per_second"],
+    section.add(f"claim + complete, 4 processes, batch 20 (the runner's claim size), {n:,} jobs, the median of "
+                f"{DRAINS} drains ({', '.join(format(r['per_second'], ',.0f') for r in drains)} ops/s)", ours["per_second"],
                 "ops/s", baseline=proc["per_second"],
                 baseline_label=f"procrastinate, 4 processes × concurrency {PROCRASTINATE_CONCURRENCY}, same jobs",
                 target=f">= {TARGET_RATIO:g}× procrastinate", met=ratio >= TARGET_RATIO and all_done)
@@ -198,9 +211,12 @@ def run(env: BenchEnv, sizes: Sizes, section: Section) -> dict:
     section.add(f"claim + complete, batch 100, {sizes.queue_jobs:,} jobs", more_big["per_second"], "ops/s",
                 baseline=proc["per_second"], baseline_label="procrastinate (above)")
     if not all_done:
-        section.notes.append(f"NOT ALL DRAINED: storeops completed {ours['completed']}, {more['completed']}, "
+        section.notes.append(f"NOT ALL DRAINED: storeops completed {[r['completed'] for r in drains]}, {more['completed']}, "
                              f"{more_big['completed']}; procrastinate succeeded {proc['succeeded']} of {n}.")
-    return {"details": {"jobs": n, "storeops_batch20": ours, "storeops_batch20_more": more,
+    for r in drains:
+        r.pop("cpu", None)
+    return {"details": {"jobs": n, "storeops_batch20": ours, "storeops_batch20_drains": drains,
+                        "storeops_batch20_more": more,
                         "storeops_batch100_more": more_big, "procrastinate": proc}}
 
 
