@@ -87,17 +87,23 @@ def descendants(roots: set[int], procs: dict[int, tuple[int, int]]) -> set[int]:
     return found
 
 
+def stat_ticks(text: str) -> tuple[int, int]:
+    """(busy, steal) jiffies of the whole machine from /proc/stat's text. Busy includes steal: the
+    time the hypervisor ran other guests while this one had work to run (this machine is a VM)."""
+    parts = [int(x) for x in text.splitlines()[0].split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = parts[:8]
+    return user + nice + system + irq + softirq + steal, steal
+
+
 def _busy_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies of the whole machine."""
-    parts = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = parts[3] + parts[4]
-    total = sum(parts[:8])
-    return total - idle, total
+    """(busy, steal) jiffies of the whole machine."""
+    return stat_ticks(Path("/proc/stat").read_text())
 
 
 class CpuMeter:
     """CPU used between start() and stop(), split into named process groups (by root pid,
-    descendants included) and everything else on the machine ("other": the noise)."""
+    descendants included), everything else on the machine ("other": the noise) and the CPU the
+    hypervisor gave other guests while this one had work to run ("steal")."""
 
     def __init__(self, groups: dict[str, set[int]]):
         self.groups = groups
@@ -111,16 +117,16 @@ class CpuMeter:
             pids = descendants(set(roots), procs) - seen
             seen |= pids
             owned[name] = sum(procs[p][1] for p in pids)
-        return time.monotonic(), _busy_ticks()[0], owned, {p: procs[p][1] for p in seen}
+        return time.monotonic(), _busy_ticks(), owned, {p: procs[p][1] for p in seen}
 
     def start(self) -> CpuMeter:
         self._a = self._sample()
         return self
 
     def stop(self) -> dict[str, float]:
-        """Cores used on average per group, plus 'other' and 'machine'."""
-        t0, busy0, _, per0 = self._a
-        t1, busy1, _, _ = self._sample()
+        """Cores used on average per group, plus 'other', 'steal' and 'machine' (steal included)."""
+        t0, (busy0, steal0), _, per0 = self._a
+        t1, (busy1, steal1), _, _ = self._sample()
         procs = _all_procs()
         elapsed = max(t1 - t0, 1e-6)
         out: dict[str, float] = {}
@@ -133,7 +139,9 @@ class CpuMeter:
             accounted += ticks
             out[name] = round(ticks / self.hz / elapsed, 2)
         machine = (busy1 - busy0) / self.hz / elapsed
-        out["other"] = round(max(machine - accounted / self.hz / elapsed, 0.0), 2)
+        steal = (steal1 - steal0) / self.hz / elapsed
+        out["other"] = round(max(machine - steal - accounted / self.hz / elapsed, 0.0), 2)
+        out["steal"] = round(steal, 2)
         out["machine"] = round(machine, 2)
         return out
 

@@ -49,7 +49,9 @@ def _cpu_table(cpu: dict[str, dict[str, float]]) -> list[str]:
             if k not in cols and k != "machine":
                 cols.append(k)
     cols.append("machine")
-    lines = ["CPU in cores (average over the measured phase; `other` is everything else on this shared machine):",
+    lines = ["CPU in cores (average over the measured phase; `other` is everything else on this shared machine; "
+             "`steal` is time the hypervisor ran other guests while this one had work to run, counted in `machine` "
+             "since session 7):",
              "", "| phase | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     for phase, split in cpu.items():
         lines.append(f"| {phase} | " + " | ".join(f"{split[c]:.2f}" if c in split else "" for c in cols) + " |")

@@ -33,3 +33,15 @@ def test_wrk_is_run_under_sched_batch(monkeypatch, tmp_path):
     with pytest.raises(RuntimeError, match="stop here"):
         bench.env.run_wrk("http://127.0.0.1:1", "/x", "p", tmp_path / "bodies.tsv", seconds=1)
     assert seen["batch"] is True and seen["argv"][0] == bench.env.WRK
+
+
+def test_the_machines_busy_time_counts_the_hypervisors_steal_and_reports_it_apart():
+    """/proc/stat's first line: user nice system idle iowait irq softirq steal guest guest_nice. On
+    this VM steal (the hypervisor running other guests while this one had work) shows when the host
+    is busy; the bench reports it in its own column, not as other programs' CPU."""
+    from bench.env import stat_ticks
+
+    line = "cpu  4413128 3200 1269631 4561513 137857 0 250697 9120 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n"
+    busy, steal = stat_ticks(line)
+    assert steal == 9120
+    assert busy == 4413128 + 3200 + 1269631 + 250697 + 9120  # idle and iowait are not busy
