@@ -2,7 +2,8 @@
 (generate_series; 90% payment, 10% shipping) are deleted by the runner's own `storeops cleanup`
 (runner.scheduler.cleanup: 500-row batches, each its own transaction, deleting at most a third
 of the time) while ingest runs; ingest stops when the cleanup ends. Beside it: the same ingest
-without the cleanup, just before. pg_stat_activity is sampled every 20 ms for backends waiting.
+without the cleanup, just before (and in the steady round just after too, each run about as long as
+the cleanup's). pg_stat_activity is sampled every 20 ms for backends waiting.
 
 Two rounds, each on its own database and runner: ingest at a steady rate (bench.paced, an open
 loop: the target's figure), and wrk at full speed (the machine already full, where anything else
@@ -147,15 +148,17 @@ class LockSampler(threading.Thread):
 
 def _round(env: BenchEnv, sizes: Sizes, label: str, rate: float | None, *, after: bool = False) -> dict:
     """One database and runner: load the old rows, measure ingest alone, then ingest while
-    `storeops cleanup` deletes them, each run just after a checkpoint. `rate`: a steady rate (bench.paced); None: wrk at full speed.
+    `storeops cleanup` deletes them, each run just after a checkpoint. `rate`: a steady rate
+    (bench.paced); None: wrk at full speed. Without `after`, the run before lasts
+    `sizes.cleanup_baseline_seconds` and is the baseline.
+
     With `after`, ingest alone is measured again once the cleanup is done (after a vacuum and a
-    checkpoint, as the first run follows one), and the baseline is whichever of the two runs
-    without cleanup had the lower p99, preferring one with no host stall (_calmer): a host stall
-    in one of them (this machine is shared) then cannot make the target easier to meet. Its CPU and lock samples come from that same run.
-    With `after`, the runs without the cleanup also last about as long as the run with it: the one
-    before `sizes.cleanup_steady_seconds` (what the cleanup takes), the one after exactly as long as
-    the cleanup's run (matched_seconds). Without `after`, the run before lasts
-    `sizes.cleanup_baseline_seconds`."""
+    checkpoint, as the first run follows one), and both runs without the cleanup last about as long
+    as the run with it: the one before `sizes.cleanup_steady_seconds` (what the cleanup takes), the
+    one after exactly as long as the cleanup's run (matched_seconds). The baseline is whichever of
+    the two had the lower p99, preferring one with no host stall (_calmer): a host stall in one of
+    them (this machine is shared) then cannot make the target easier to meet. Its CPU and lock
+    samples come from that same run."""
     url = env.new_database(f"cleanup-{label}")
     tenant = seed_tenant(url, sizes.orders, seed=13)
     bodies = env.tmp / f"cleanup-{label}-bodies.tsv"

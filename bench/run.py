@@ -12,8 +12,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import apply, cleanup, e2e, ingest, retry_queue, sweep
+from bench.cleanup import HOST_STALL, HOST_STALL_SHARE
 from bench.common import Section, Sizes, fmt
 from bench.env import CLUSTER_SETTINGS, BenchEnv, machine_facts
+from bench.paced import PAUSE
 from bench.report import render, write
 from runner.cluster import find_bindir, wal_compression_method
 from runner.scheduler import CLEANUP_BATCH
@@ -240,9 +242,11 @@ def analysis(sections: dict[int, Section], sizes: Sizes, processes: int) -> dict
                 text += (f"; the baseline is the calmer of ingest alone just before ({r['baseline_before']['p99_ms']:.1f} ms) "
                          f"and just after the cleanup ({r['baseline_after']['p99_ms']:.1f} ms), so that a host stall "
                          "in one of them cannot make the target easier to meet: the lower p99 among those with no "
-                         "host stall (no answer for 0.25% of the run's length, long enough to hold up a quarter of "
-                         "the 1% of requests that set its p99: 125 ms of a 50-second run, never less than 50 ms), and "
-                         "if both had one the target is not counted as met. Both "
+                         f"host stall (no answer for {100 * HOST_STALL_SHARE:g}% of the run's length, long enough to "
+                         "hold up a quarter of the 1% of requests that set its p99: "
+                         f"{1000 * HOST_STALL_SHARE * r['baseline_before']['seconds']:.0f} ms of the "
+                         f"{r['baseline_before']['seconds']:.0f}-second run before, never less than "
+                         f"{1000 * HOST_STALL:.0f} ms), and if both had one the target is not counted as met. Both "
                          f"last about as long as the run with the cleanup ({r['baseline_before']['seconds']:.0f} s and "
                          f"{r['baseline_after']['seconds']:.0f} s, against {r['during']['seconds']:.0f} s): at this "
                          "rate the kernel writes back what ingest wrote 30 s before in a burst every 5 s, and every "
@@ -294,7 +298,7 @@ def analysis(sections: dict[int, Section], sizes: Sizes, processes: int) -> dict
                   "commits them; WALInitWrite: a new WAL segment being created; ClientRead: between the statement "
                   "and the next.) The cleanup's WAL shares that flush; dropping whole time partitions instead of "
                   "deleting rows would write almost none (not built).",
-                  "Stalls, steady round: gaps of over 20 ms between two answers, when at "
+                  f"Stalls, steady round: gaps of over {1000 * PAUSE:.0f} ms between two answers, when at "
                   f"{rate} one comes every half millisecond: {pauses(steady)}. At that rate a 100 ms stall "
                   "delays about 200 requests, a fifth of the 1% that sets the p99 of a phase of about 50 s. A stall "
                   "while the kernel writes back dirty pages is every commit's WAL fsync queued behind that "
