@@ -202,7 +202,10 @@ def test_sigkill_under_load_loses_nothing_acknowledged_and_applies_it_exactly_on
     target = Target(runner.base_url)
     sender = Sender(target, deliveries)
     # One kill point in each of KILLS equal slices of the traffic, so every incarnation serves some.
-    span = 0.85 / KILLS
+    # The last point leaves at least 15% of the traffic still to come: with 10% and a pause of up to
+    # 50 ms after reaching it, the sender had once delivered everything before the third kill
+    # (STOREOPS_KILL_SEED=669073319: killed at 429 acknowledged of 429).
+    span = 0.80 / KILLS
     kill_at = [(0.05 + span * i + rnd.uniform(0.1, 0.9) * span) * len(deliveries) for i in range(KILLS)]
     kills: list[dict] = []
     started = time.monotonic()
@@ -212,7 +215,7 @@ def test_sigkill_under_load_loses_nothing_acknowledged_and_applies_it_exactly_on
             floor = sender.acked_count + 10  # under load: after the restart, something was served
             while sender.acked_count < max(threshold, floor) and time.monotonic() - started < 60:
                 time.sleep(0.002)
-            time.sleep(rnd.uniform(0, 0.05))  # not always right on a response boundary
+            time.sleep(rnd.uniform(0, 0.005))  # not always right on a response boundary
             acked_before = sender.acked_count
             code, _ = runner.stop(signal.SIGKILL, timeout=10)
             assert code == -signal.SIGKILL, f"kill {n}: runner exited with {code} before it was killed"
