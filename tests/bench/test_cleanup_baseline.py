@@ -91,3 +91,45 @@ def test_what_counts_as_a_host_stall_follows_the_runs_length():
     assert host_stalled(paced(2, 8.0, 0.050)) and not host_stalled(paced(2, 8.0, 0.0))
     before, after = paced(50, 6.6, 0.058), paced(45, 5.1, 0.357)
     assert _calmer(before, after) is before  # the after-run's lower p99 came with a 357 ms stall
+
+
+def test_the_figure_with_the_cleanup_is_the_lower_of_its_runs_stall_or_not():
+    """The steady round runs the cleanup twice; its figure is the run with the lower p99, among the
+    error-free ones. A stall does not rule a run out as it does a baseline (it may be the cleanup's
+    own), so a stalled run is chosen when its p99 is still the lower."""
+    from bench.cleanup import STEADY_CLEANUPS, _lower
+
+    assert STEADY_CLEANUPS == 2
+    host, calm = _run(256.8), _run(8.7)
+    assert _lower(host, calm) is calm and _lower(calm, host) is calm
+    stalled = WrkResult(requests=1000, non_2xx=0, seconds=1.0, p50_ms=1.0, p99_ms=8.0, max_ms=140.0,
+                        pauses=[(5.0, 5.14)])
+    assert _lower(stalled, _run(9.0)) is stalled
+    assert _lower(_run(3.0, errors={"timeout": 1}), calm) is calm
+    both_failing = _run(4.0, non_2xx=2), _run(3.0, errors={"connect": 1})
+    assert _lower(*both_failing) is both_failing[1]
+
+
+def test_lock_samples_of_every_cleanup_run_add_up():
+    """"No lock blocks ingestion" counts the samples of every run with the cleanup, not only the
+    chosen one's."""
+    from bench.cleanup import merge_samples
+
+    class Sampler:
+        def __init__(self, summary):
+            self._summary = summary
+
+        def summary(self):
+            return self._summary
+
+    one = {"samples": 2500, "ingest_inserts_seen_active": 900, "ingest_lock_waits": {"extend": 2},
+           "ingest_blocked_by_cleanup": 0, "other_lock_waits": {}, "ingest_states": {"IO:WALSync": 400, "on CPU": 200}}
+    two = {"samples": 2400, "ingest_inserts_seen_active": 1000, "ingest_lock_waits": {"extend": 1, "tuple": 3},
+           "ingest_blocked_by_cleanup": 3, "other_lock_waits": {"relation: vacuum": 1},
+           "ingest_states": {"IO:WALSync": 450}}
+    merged = merge_samples([Sampler(one), Sampler(two)])
+    assert merged["samples"] == 4900 and merged["ingest_inserts_seen_active"] == 1900
+    assert merged["ingest_blocked_by_cleanup"] == 3
+    assert merged["ingest_lock_waits"] == {"extend": 3, "tuple": 3}
+    assert merged["ingest_states"] == {"IO:WALSync": 850, "on CPU": 200}
+    assert merged["other_lock_waits"] == {"relation: vacuum": 1}
