@@ -67,6 +67,9 @@ async def cleanup(ctx, older_than: str = "90 days", batch: int = CLEANUP_BATCH, 
     after a checkpoint), and every ingest commit has to flush the WAL written before it. Nobody
     waits for a weekly cleanup; webhooks arriving meanwhile do wait for their commits.
 
+    Each batch starts where the one before it stopped (migration 0049), not from the oldest index
+    entry, past every row deleted so far.
+
     A batch that meets a row locked by someone else gives up after half a second (migration 0043:
     the cleanup, not the other transaction, is the one to yield) and is tried again after a pause;
     after `attempts` tries in a row the table is left for the next run."""
@@ -74,12 +77,14 @@ async def cleanup(ctx, older_than: str = "90 days", batch: int = CLEANUP_BATCH, 
     loop = asyncio.get_running_loop()
     for table in ("payment_webhooks", "shipping_webhooks"):
         failures = 0
+        since = None  # where the next batch starts: the newest created_at the last one deleted (0049)
         while True:
             started = loop.time()
             try:
                 async with ctx.pool.connection() as conn:
-                    n = (await (await conn.execute("select storeops.delete_processed_webhooks(%s, %s::interval, %s)",
-                                                   (table, older_than, batch))).fetchone())[0]
+                    n, since = await (await conn.execute(
+                        "select deleted, last_created_at from storeops.delete_processed_webhooks_from(%s, %s, %s::interval, %s)",
+                        (table, since, older_than, batch))).fetchone()
             except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as exc:
                 failures += 1
                 if failures >= attempts:

@@ -487,6 +487,7 @@ CREATE PROCEDURE storeops.cleanup_old_webhooks(IN p_older_than interval DEFAULT 
 declare
   v_table text;
   v_deleted integer;
+  v_from timestamptz;
   v_failed integer;
   v_started timestamptz;
 begin
@@ -504,11 +505,13 @@ begin
   end if;
   foreach v_table in array array['payment_webhooks', 'shipping_webhooks'] loop
     v_failed := 0;
+    v_from := null;
     loop
       v_deleted := null;
       v_started := clock_timestamp();
       begin  -- a subtransaction: a batch that times out on a lock undoes only itself
-        v_deleted := storeops.delete_processed_webhooks(v_table, p_older_than, p_batch);
+        select deleted, last_created_at into v_deleted, v_from
+        from storeops.delete_processed_webhooks_from(v_table, v_from, p_older_than, p_batch);
       exception when lock_not_available then
         v_failed := v_failed + 1;
       end;
@@ -630,12 +633,28 @@ COMMENT ON FUNCTION storeops.current_tenant_id() IS 'The tenant RLS scopes to: r
 --
 
 CREATE FUNCTION storeops.delete_processed_webhooks(p_table text, p_older_than interval DEFAULT '90 days'::interval, p_limit integer DEFAULT 5000, p_now timestamp with time zone DEFAULT now()) RETURNS integer
+    LANGUAGE sql
+    SET lock_timeout TO '500ms'
+    SET backend_flush_after TO '256kB'
+    AS $$
+  select deleted from storeops.delete_processed_webhooks_from(p_table, null, p_older_than, p_limit, p_now)
+$$;
+
+--
+-- Name: FUNCTION delete_processed_webhooks(p_table text, p_older_than interval, p_limit integer, p_now timestamp with time zone); Type: COMMENT; Schema: storeops; Owner: -
+--
+
+COMMENT ON FUNCTION storeops.delete_processed_webhooks(p_table text, p_older_than interval, p_limit integer, p_now timestamp with time zone) IS 'Deletes one batch of the oldest processed webhooks older than p_older_than; never an unprocessed one (the DELETE re-checks both conditions on any row changed meanwhile). A loop should use delete_processed_webhooks_from, which resumes where the last batch stopped.';
+
+--
+-- Name: delete_processed_webhooks_from(text, timestamp with time zone, interval, integer, timestamp with time zone); Type: FUNCTION; Schema: storeops; Owner: -
+--
+
+CREATE FUNCTION storeops.delete_processed_webhooks_from(p_table text, p_from timestamp with time zone, p_older_than interval DEFAULT '90 days'::interval, p_limit integer DEFAULT 500, p_now timestamp with time zone DEFAULT now(), OUT deleted integer, OUT last_created_at timestamp with time zone) RETURNS record
     LANGUAGE plpgsql
     SET lock_timeout TO '500ms'
     SET backend_flush_after TO '256kB'
     AS $$
-declare
-  v_count integer;
 begin
   if p_older_than is null or p_older_than < interval '0' then
     raise exception 'delete_processed_webhooks: the age must be a non-negative interval, got %',
@@ -645,34 +664,43 @@ begin
     raise exception 'delete_processed_webhooks: limit must not be negative or zero, got %', coalesce(p_limit::text, 'NULL')
       using errcode = '22023';
   end if;
+  -- The DELETE re-checks both conditions on any row changed since the statement's snapshot, and a
+  -- ctid read in the same statement names the row version that snapshot saw.
   if p_table = 'payment_webhooks' then
-    delete from storeops.payment_webhooks
-    where id = any (array(select id from storeops.payment_webhooks
-                          where processed and created_at < p_now - p_older_than
-                          order by created_at
-                          limit p_limit))
-      and processed and created_at < p_now - p_older_than;
+    with gone as (
+      delete from storeops.payment_webhooks
+      where ctid = any (array(select ctid from storeops.payment_webhooks
+                              where processed and created_at < p_now - p_older_than
+                                and created_at >= coalesce(p_from, '-infinity')
+                              order by created_at
+                              limit p_limit))
+        and processed and created_at < p_now - p_older_than
+      returning created_at)
+    select count(*), max(created_at) into deleted, last_created_at from gone;
   elsif p_table = 'shipping_webhooks' then
-    delete from storeops.shipping_webhooks
-    where id = any (array(select id from storeops.shipping_webhooks
-                          where processed and created_at < p_now - p_older_than
-                          order by created_at
-                          limit p_limit))
-      and processed and created_at < p_now - p_older_than;
+    with gone as (
+      delete from storeops.shipping_webhooks
+      where ctid = any (array(select ctid from storeops.shipping_webhooks
+                              where processed and created_at < p_now - p_older_than
+                                and created_at >= coalesce(p_from, '-infinity')
+                              order by created_at
+                              limit p_limit))
+        and processed and created_at < p_now - p_older_than
+      returning created_at)
+    select count(*), max(created_at) into deleted, last_created_at from gone;
   else
     raise exception 'delete_processed_webhooks: unknown table %', p_table using errcode = '22023',
       hint = 'use payment_webhooks or shipping_webhooks';
   end if;
-  get diagnostics v_count = row_count;
-  return v_count;
+  last_created_at := coalesce(last_created_at, p_from);
 end
 $$;
 
 --
--- Name: FUNCTION delete_processed_webhooks(p_table text, p_older_than interval, p_limit integer, p_now timestamp with time zone); Type: COMMENT; Schema: storeops; Owner: -
+-- Name: FUNCTION delete_processed_webhooks_from(p_table text, p_from timestamp with time zone, p_older_than interval, p_limit integer, p_now timestamp with time zone, OUT deleted integer, OUT last_created_at timestamp with time zone); Type: COMMENT; Schema: storeops; Owner: -
 --
 
-COMMENT ON FUNCTION storeops.delete_processed_webhooks(p_table text, p_older_than interval, p_limit integer, p_now timestamp with time zone) IS 'Deletes one batch of the oldest processed webhooks older than p_older_than; never an unprocessed one (the DELETE re-checks both conditions on any row changed meanwhile).';
+COMMENT ON FUNCTION storeops.delete_processed_webhooks_from(p_table text, p_from timestamp with time zone, p_older_than interval, p_limit integer, p_now timestamp with time zone, OUT deleted integer, OUT last_created_at timestamp with time zone) IS 'Deletes one batch of the oldest processed webhooks older than p_older_than with created_at at or after p_from (NULL: from the oldest); never an unprocessed one. Returns how many, and the newest created_at among them (p_from when none): the next batch''s p_from, so that it starts where this one stopped instead of walking past the index entries of the rows deleted before it.';
 
 --
 -- Name: enqueue_operation(uuid, text, uuid, jsonb, timestamp with time zone); Type: FUNCTION; Schema: storeops; Owner: -

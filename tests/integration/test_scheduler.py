@@ -274,3 +274,42 @@ def test_a_cleanup_batch_takes_the_oldest_processed_webhooks_first(fresh_db, tab
         assert c.execute("select storeops.delete_processed_webhooks(%s, interval '90 days', 3)", (table,)).fetchone()[0] == 3
         left = {r[0] for r in c.execute(f"select event_id from storeops.{table}").fetchall()}
     assert left == {"stuck"} | {f"old-{g}" for g in range(1, 6)}
+
+
+@pytest.mark.parametrize("table", ["payment_webhooks", "shipping_webhooks"])
+def test_each_cleanup_batch_starts_where_the_last_one_stopped(fresh_db, table):
+    """0049: delete_processed_webhooks_from deletes the oldest processed webhooks at or after its
+    `from`, and returns the newest created_at it deleted: the next batch's `from`. Batches chained
+    that way delete every old processed row once, oldest first, and never an unprocessed one. A
+    row processed behind the cursor waits for the next cleanup (from NULL: the oldest)."""
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute(f"""insert into storeops.{table} (event_id, webhook_type, payload, processed, processed_at, created_at)
+                      select 'old-' || g, 'x', '{{}}', true, now(), timestamptz '2020-01-01' + g * interval '1 day'
+                      from generate_series(1, 9) g""")
+        c.execute(f"""insert into storeops.{table} (event_id, webhook_type, payload, processed, created_at)
+                      values ('stuck', 'x', '{{}}', false, timestamptz '2020-01-01' + interval '2 days 12 hours'),
+                             ('recent', 'x', '{{}}', false, now())""")
+
+        def batch(since):
+            return c.execute("select deleted, last_created_at from storeops.delete_processed_webhooks_from(%s, %s, "
+                             "interval '90 days', 4)", (table, since)).fetchone()
+
+        def left():
+            return sorted(r[0] for r in c.execute(f"select event_id from storeops.{table}").fetchall())
+
+        n, since = batch(None)
+        assert n == 4 and since.date().isoformat() == "2020-01-05"
+        assert left() == ["old-5", "old-6", "old-7", "old-8", "old-9", "recent", "stuck"]
+        # the stuck row, older than the cursor, is processed meanwhile: this cleanup has passed it
+        c.execute(f"update storeops.{table} set processed = true, processed_at = now() where event_id = 'stuck'")
+        n, since = batch(since)
+        assert n == 4 and since.date().isoformat() == "2020-01-09"
+        n, since2 = batch(since)
+        assert n == 1 and since2.date().isoformat() == "2020-01-10"  # the last batch: fewer than the limit
+        n, since3 = batch(since2)
+        assert (n, since3) == (0, since2)  # nothing left after it: the cursor stays
+        assert left() == ["recent", "stuck"]
+        # the next cleanup starts from the oldest again
+        assert batch(None)[0] == 1 and left() == ["recent"]
+        assert c.execute("select * from storeops.delete_processed_webhooks_from(%s, null, interval '90 days')",
+                         (table,)).fetchone() == (0, None)  # nothing to delete, and no cursor
