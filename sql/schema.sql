@@ -528,7 +528,7 @@ begin
       v_failed := 0;
       exit when v_deleted < p_batch;
       -- let ingest interleave: deleting takes at most p_duty of the time
-      perform pg_sleep(greatest(0.01, extract(epoch from clock_timestamp() - v_started) * (1 - p_duty) / p_duty));
+      perform pg_sleep(greatest(0.02, extract(epoch from clock_timestamp() - v_started) * (1 - p_duty) / p_duty));
     end loop;
   end loop;
   delete from storeops.scheduler_ticks where started_at < now() - interval '30 days';
