@@ -1,15 +1,15 @@
 """Section 6: the 90-day cleanup under ingest. A million processed webhooks older than 90 days
 (generate_series; 90% payment, 10% shipping) are deleted by the runner's own `storeops cleanup`
-(runner.scheduler.cleanup: 500-row batches, each its own transaction, deleting at most a third
-of the time) while ingest runs; ingest stops when the cleanup ends. Beside it: the same ingest
-without the cleanup, just before (and in the steady round just after too, each run about as long as
-the cleanup's). In the steady round the cleanup runs twice, on a million rows each time, alternating
-with the runs without it; each side's figure is the better of its two runs. pg_stat_activity is
-sampled every 20 ms for backends waiting.
+(runner.scheduler.cleanup: 500-row batches, each its own transaction resuming where the last one
+stopped, with a pause after each) while ingest runs at a steady rate (bench.paced, an open loop);
+ingest stops when the cleanup ends. Beside it: the same ingest without the cleanup, just before and
+just after, each run about as long as the cleanup's. The cleanup runs twice, on a million rows each
+time, alternating with the runs without it (before, cleanup, after, cleanup); each side's figure is
+the better of its two runs. pg_stat_activity is sampled every 20 ms for backends waiting.
 
-Two rounds, each on its own database and runner: ingest at a steady rate (bench.paced, an open
-loop: the target's figure), and wrk at full speed (the machine already full, where anything else
-that runs lengthens every queue: reported beside it, with no target)."""
+Until session 8 a second round, on its own database and runner, ran the cleanup while wrk drove
+ingest at full speed (the machine already full; reported with no target). It was dropped to keep
+the harness under 10 minutes when the steady round's cleanup came to run twice."""
 
 from __future__ import annotations
 
@@ -152,20 +152,16 @@ class LockSampler(threading.Thread):
                 "ingest_states": dict(self.ingest_any_waits.most_common(8))}
 
 
-def _round(env: BenchEnv, sizes: Sizes, label: str, rate: float | None, *, after: bool = False,
-           cleanups: int = 1) -> dict:
-    """One database and runner: load the old rows, measure ingest alone, then ingest while
-    `storeops cleanup` deletes them, each run just after a checkpoint. `rate`: a steady rate
-    (bench.paced); None: wrk at full speed. Without `after`, the run before lasts
-    `sizes.cleanup_baseline_seconds` and is the baseline.
-
-    With `after`, ingest alone is measured again once the cleanup is done (after a vacuum and a
-    checkpoint, as the first run follows one), and both runs without the cleanup last about as long
-    as the run with it: the one before `sizes.cleanup_steady_seconds` (what the cleanup takes), the
-    one after exactly as long as the cleanup's run (matched_seconds). The baseline is whichever of
-    the two had the lower p99, preferring one with no host stall (_calmer): a host stall in one of
-    them (this machine is shared) then cannot make the target easier to meet. Its CPU and lock
-    samples come from that same run.
+def _round(env: BenchEnv, sizes: Sizes, label: str, rate: float, cleanups: int = STEADY_CLEANUPS) -> dict:
+    """One database and runner: load the old rows, measure ingest alone at a steady `rate`
+    (bench.paced), then ingest while `storeops cleanup` deletes them, then ingest alone again once
+    the cleanup is done, each run just after a checkpoint (after the cleanup, a vacuum as well).
+    Both runs without the cleanup last about as long as the run with it: the one before
+    `sizes.cleanup_steady_seconds` (what the cleanup takes), the one after exactly as long as the
+    cleanup's run (matched_seconds). The baseline is whichever of the two had the lower p99,
+    preferring one with no host stall (_calmer): a host stall in one of them (this machine is
+    shared) then cannot make the target easier to meet. Its CPU and lock samples come from that
+    same run.
 
     With `cleanups` = 2, the old rows are loaded again after the run after, and ingest runs with a
     second `storeops cleanup` of as many rows: before, cleanup, after, cleanup. The figure is the
@@ -247,7 +243,7 @@ def _round(env: BenchEnv, sizes: Sizes, label: str, rate: float | None, *, after
                 conn.execute("checkpoint")
 
         insert_seconds = [load_old()]
-        before = alone("b", sizes.cleanup_steady_seconds if after else sizes.cleanup_baseline_seconds)
+        before = alone("b", sizes.cleanup_steady_seconds)
         # Every run starts as the first did, just after a checkpoint (the after-run too). Without one
         # here, the kernel's writeback of the pages the before-run dirtied (vm.dirty_expire_centisecs:
         # 30 s after) fell about 8 s into the cleanup's run, stalling its commits for 40-65 ms
@@ -255,10 +251,8 @@ def _round(env: BenchEnv, sizes: Sizes, label: str, rate: float | None, *, after
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("checkpoint")
         runs = [with_cleanup("d")]
-        after_run = None
-        if after:
-            vacuum_and_checkpoint()
-            after_run = alone("a", matched_seconds(runs[0]["result"], sizes.cleanup_baseline_seconds))
+        vacuum_and_checkpoint()
+        after_run = alone("a", matched_seconds(runs[0]["result"], sizes.cleanup_baseline_seconds))
         for i in range(2, cleanups + 1):
             insert_seconds.append(load_old())
             runs.append(with_cleanup(f"d{i}"))
@@ -266,7 +260,7 @@ def _round(env: BenchEnv, sizes: Sizes, label: str, rate: float | None, *, after
     finally:
         env.stop_service(runner)
     env.drop_database(url)  # its dead rows' autovacuum must not run into the next round
-    alone_runs = [before] + ([after_run] if after_run else [])
+    alone_runs = [before, after_run]
     chosen = _calmer(*(result for result, _, _ in alone_runs))
     calmer = next(run for run in alone_runs if run[0] is chosen)
     base, base_cpu, base_locks = calmer  # the baseline's figures, CPU and lock samples all from one run
@@ -278,7 +272,7 @@ def _round(env: BenchEnv, sizes: Sizes, label: str, rate: float | None, *, after
             "deleted": figure["deleted"], "reported": figure["reported"],
             "cleanup_output": figure["output"], "wal_mb": figure["wal_mb"],
             "baseline_before": before[0].as_dict(),
-            "baseline_after": after_run[0].as_dict() if after_run else None,
+            "baseline_after": after_run[0].as_dict(),
             "baseline_is": "after" if calmer is after_run else "before",
             "baseline": base.as_dict(), "during": lower.as_dict(), "during_is": runs.index(figure) + 1,
             "cleanups": [{"p99_ms": c["result"].p99_ms, "seconds": c["seconds"], "deleted": c["deleted"],
@@ -287,7 +281,7 @@ def _round(env: BenchEnv, sizes: Sizes, label: str, rate: float | None, *, after
             "locks_during_cleanup": merge_samples(samplers), "locks_baseline": base_locks.summary(),
             "pauses": {"before": pauses_summary(before[0].pauses, before[2].writeback),
                        "during": pauses_summary(runs[0]["result"].pauses, runs[0]["sampler"].writeback),
-                       **({"after": pauses_summary(after_run[0].pauses, after_run[2].writeback)} if after_run else {}),
+                       "after": pauses_summary(after_run[0].pauses, after_run[2].writeback),
                        **{f"during cleanup {i}": pauses_summary(c["result"].pauses, c["sampler"].writeback)
                           for i, c in enumerate(runs[1:], start=2)}},
             "_base": base, "_during": lower, "_cpu": (base_cpu, figure["cpu"]), "_peak_rss": peak_rss}
@@ -355,65 +349,50 @@ def _calmer(*runs):
 
 
 def run(env: BenchEnv, sizes: Sizes, section: Section) -> dict:
-    rounds = {"steady": _round(env, sizes, "steady", sizes.cleanup_rate, after=True, cleanups=STEADY_CLEANUPS),
-              "full": _round(env, sizes, "full", None)}
-    steady, full = rounds["steady"], rounds["full"]
+    steady = _round(env, sizes, "steady", sizes.cleanup_rate)
     rate = f"{sizes.cleanup_rate:,.0f}/s"
-    for name, r in rounds.items():
-        what = f"steady {rate}" if name == "steady" else "wrk at full speed"
-        section.cpu[f"{what}: ingest alone"], section.cpu[f"{what}: during cleanup (its CLI counts in the load column)"] \
-            = r["_cpu"]
-        if r["overran"]:
-            section.notes.append(f"{what}: the cleanup was still running after {sizes.cleanup_max_seconds:g} s of "
-                                 "ingest; it was waited for, and the figures cover only the overlap")
-
-    def ratio_row(r: dict, metric: str, target: bool) -> None:
-        base, during = r["_base"], r["_during"]
-        factor = during.p99_ms / base.p99_ms if base.p99_ms else None
-        clean = not (base.errors or during.errors or base.non_2xx or during.non_2xx)
-        calm = not host_stalled(base)
-        label = ("the same steady rate without cleanup (same runner; the calmer of the runs just before and "
-                 "just after, each about as long as the cleanup's)" if r["rate"] else "wrk at full speed without cleanup (same runner, just before)")
-        if len(r["cleanups"]) > 1:
-            metric += (f" (the lower of {len(r['cleanups'])} cleanup runs: "
-                       + ", ".join(f"{c['p99_ms']:.2f}" for c in r["cleanups"]) + " ms)")
-        section.add(metric, during.p99_ms, "ms", baseline=base.p99_ms, baseline_label=label,
-                    target=f"<= {TARGET_P99_FACTOR:g}× baseline" if target else "none: reported (the target until session 3)",
-                    met=(clean and calm and factor is not None and factor <= TARGET_P99_FACTOR) if target else None,
-                    higher_is_better=False)
-        if target and not calm:
-            section.notes.append(f"{metric}: every run without the cleanup had a host stall (the chosen one "
-                                 f"{1000 * longest_stall(base):.0f} ms without an answer), so its p99 is the "
-                                 "host's and the ratio cannot show the cleanup's cost: not counted as met")
-
-    ratio_row(steady, f"ingest p99 during cleanup, ingest at a steady {rate}", True)
-    section.add(f"ingest rate during cleanup (offered: a steady {rate})", steady["_during"].ok_per_second, "/s",
-                baseline=steady["_base"].ok_per_second, baseline_label="the same without cleanup")
-    ratio_row(full, "ingest p99 during cleanup, wrk at full speed (the machine already full)", False)
-    section.add("ingest rate during cleanup, wrk at full speed", full["_during"].ok_per_second, "/s",
-                baseline=full["_base"].ok_per_second, baseline_label="the same without cleanup")
-    for name, r in rounds.items():
-        section.add(f"cleanup ({name} round): rows deleted per second (`storeops cleanup`, process start to exit)",
-                    r["deleted"] / r["cleanup_seconds"] if r["cleanup_seconds"] else None, "rows/s",
-                    baseline=r["rows"] / r["insert_seconds"] if r["insert_seconds"] else None,
-                    baseline_label="generate_series insert + vacuum of the same rows")
-    section.add("cleanup: WAL written while it ran (steady round, the figure's run; ingest's included)",
-                steady["wal_mb"], "MB")
+    section.cpu[f"steady {rate}: ingest alone"], section.cpu[f"steady {rate}: during cleanup (its CLI counts in the load column)"] \
+        = steady["_cpu"]
+    if steady["overran"]:
+        section.notes.append(f"the cleanup was still running after {sizes.cleanup_max_seconds:g} s of ingest; it "
+                             "was waited for, and the figures cover only the overlap")
+    base, during = steady["_base"], steady["_during"]
+    factor = during.p99_ms / base.p99_ms if base.p99_ms else None
+    clean = not (base.errors or during.errors or base.non_2xx or during.non_2xx)
+    calm = not host_stalled(base)
+    metric = f"ingest p99 during cleanup, ingest at a steady {rate}"
+    if len(steady["cleanups"]) > 1:
+        metric += (f" (the lower of {len(steady['cleanups'])} cleanup runs: "
+                   + ", ".join(f"{c['p99_ms']:.2f}" for c in steady["cleanups"]) + " ms)")
+    section.add(metric, during.p99_ms, "ms", baseline=base.p99_ms,
+                baseline_label="the same steady rate without cleanup (same runner; the calmer of the runs just "
+                               "before and just after, each about as long as the cleanup's)",
+                target=f"<= {TARGET_P99_FACTOR:g}× baseline",
+                met=clean and calm and factor is not None and factor <= TARGET_P99_FACTOR, higher_is_better=False)
+    if not calm:
+        section.notes.append(f"{metric}: every run without the cleanup had a host stall (the chosen one "
+                             f"{1000 * longest_stall(base):.0f} ms without an answer), so its p99 is the "
+                             "host's and the ratio cannot show the cleanup's cost: not counted as met")
+    section.add(f"ingest rate during cleanup (offered: a steady {rate})", during.ok_per_second, "/s",
+                baseline=base.ok_per_second, baseline_label="the same without cleanup")
+    section.add("cleanup: rows deleted per second (`storeops cleanup`, process start to exit; the figure's run)",
+                steady["deleted"] / steady["cleanup_seconds"] if steady["cleanup_seconds"] else None, "rows/s",
+                baseline=steady["rows"] / steady["insert_seconds"] if steady["insert_seconds"] else None,
+                baseline_label="generate_series insert + vacuum of the same rows")
+    section.add("cleanup: WAL written while it ran (the figure's run; ingest's included)", steady["wal_mb"], "MB")
     n = sizes.cleanup_rows
-    every = [c for r in rounds.values() for c in r["cleanups"]]
+    every = steady["cleanups"]
     section.add(f"rows deleted by `storeops cleanup`, each of its {len(every)} runs", float(min(c["deleted"] for c in every)),
                 "rows", target=f"{n:,}", met=all(c["deleted"] == n and c["reported"] == n for c in every))
-    samplers = [r["locks_during_cleanup"] for r in rounds.values()]
-    blocked = sum(s["ingest_blocked_by_cleanup"] for s in samplers)
-    non_extend = sum(v for s in samplers for k, v in s["ingest_lock_waits"].items() if k != "extend")
-    section.add("ingest INSERTs waiting on a lock the cleanup held (every cleanup run)", float(blocked), "samples",
-                baseline=float(sum(s["samples"] for s in samplers)),
+    samples = steady["locks_during_cleanup"]
+    non_extend = sum(v for k, v in samples["ingest_lock_waits"].items() if k != "extend")
+    section.add("ingest INSERTs waiting on a lock the cleanup held (every cleanup run)",
+                float(samples["ingest_blocked_by_cleanup"]), "samples", baseline=float(samples["samples"]),
                 baseline_label="pg_stat_activity samples (every 20 ms)",
-                target="0", met=blocked == 0 and non_extend == 0, higher_is_better=False)
+                target="0", met=samples["ingest_blocked_by_cleanup"] == 0 and non_extend == 0, higher_is_better=False)
     section.add("ingest INSERTs waiting on any lock, during cleanup (every cleanup run)",
-                float(sum(sum(s["ingest_lock_waits"].values()) for s in samplers)), "samples",
-                baseline=float(sum(sum(r["locks_baseline"]["ingest_lock_waits"].values()) for r in rounds.values())),
-                baseline_label="the same, without cleanup", higher_is_better=False)
-    details = {name: {k: v for k, v in r.items() if not k.startswith("_")} for name, r in rounds.items()}
-    memory = {f"cleanup, {name} round": r["_peak_rss"] for name, r in rounds.items()}
-    return {"memory": memory, "details": details}
+                float(sum(samples["ingest_lock_waits"].values())), "samples",
+                baseline=float(sum(steady["locks_baseline"]["ingest_lock_waits"].values())),
+                baseline_label="the same, without cleanup (the baseline's run)", higher_is_better=False)
+    details = {"steady": {k: v for k, v in steady.items() if not k.startswith("_")}}
+    return {"memory": {"cleanup": steady["_peak_rss"]}, "details": details}

@@ -65,7 +65,7 @@ class Sizes:
     procrastinate_jobs: int
     sweep_domains: int
     cleanup_rows: int
-    cleanup_baseline_seconds: float  # the full-speed round's run without the cleanup
+    cleanup_baseline_seconds: float  # the shortest run without the cleanup (the one after it matches it)
     # the steady round's run before the cleanup: about as long as the cleanup takes (the run after
     # it lasts exactly as long as the cleanup's run did)
     cleanup_steady_seconds: float

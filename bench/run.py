@@ -225,7 +225,7 @@ def analysis(sections: dict[int, Section], sizes: Sizes, processes: int) -> dict
                   f"of the same jobs lasted {d['procrastinate']['seconds']:.1f} s (since session 7)."]
     s = sections.get(6)
     if s and not s.error and s.details.get("steady"):
-        steady, full = s.details["steady"], s.details["full"]
+        steady = s.details["steady"]
 
         def waits(summary: dict) -> str:
             return ", ".join(f"{k}: {v}" for k, v in summary["ingest_lock_waits"].items()) or "none"
@@ -274,14 +274,15 @@ def analysis(sections: dict[int, Section], sizes: Sizes, processes: int) -> dict
 
         rate = f"{steady['rate']:,.0f}/s"
         out[6] = [f"`storeops cleanup` (runner.scheduler.cleanup) deleted {steady['deleted']:,} rows in "
-                  f"{steady['cleanup_seconds']:.1f} s while ingest ran at a steady {rate} (the figure's run), and {full['deleted']:,} rows "
-                  f"in {full['cleanup_seconds']:.1f} s while wrk ran at full speed (each round its own database and "
-                  "`serve --no-worker`, as in section 1's intake figure); ingest stopped when the cleanup exited. "
+                  f"{steady['cleanup_seconds']:.1f} s while ingest ran at a steady {rate} (the figure's run; its own "
+                  "database and `serve --no-worker`, as in section 1's intake figure); ingest stopped when the "
+                  "cleanup exited. "
                   f"The steady rate is an open loop (bench.paced): request i is due at start + i/{steady['rate']:g} "
                   "s and its latency runs from then, so a stall counts in full even when every connection was "
-                  f"busy; it is {steady['rate'] / sizes.e2e_rate:g}× section 2's sustained rate. At full speed the machine is already full, and "
-                  "anything else that runs lengthens every queue: that round shows what the cleanup costs there, "
-                  f"and has no target. Ingest p99 during the cleanup: steady {p99s(steady)}; full speed {p99s(full)}.",
+                  f"busy; it is {steady['rate'] / sizes.e2e_rate:g}× section 2's sustained rate. "
+                  f"Ingest p99 during the cleanup: {p99s(steady)}. Until session 8 a second round ran the cleanup "
+                  "while wrk drove ingest at full speed, with no target (1.37× in the last run that had it); it "
+                  "was dropped to keep the harness under 10 minutes when the cleanup came to run twice.",
                   f"The cleanup deletes processed rows only, {CLEANUP_BATCH:,} per transaction and the oldest first (migration "
                   "0047: through created_idx, where each batch used to scan past every row deleted before it); "
                   "since migration 0049 each batch starts where the last one stopped and deletes the rows by "
@@ -295,25 +296,24 @@ def analysis(sections: dict[int, Section], sizes: Sizes, processes: int) -> dict
                   "cluster compresses full-page images (wal_compression=lz4). Measured once on a million such "
                   "rows, cleanup alone (not by this harness): 303 MB of WAL before, 250 MB without the row "
                   "locks, 105 MB with both. "
-                  f"WAL written while it ran this time (steady round, ingest's included): {steady['wal_mb']:,.0f} MB. "
+                  f"WAL written while it ran this time (the figure's run, ingest's included): {steady['wal_mb']:,.0f} MB. "
                   "Ingest inserts new rows: no row or table lock is shared with the cleanup. Ingest INSERTs "
-                  f"waiting on a lock, by wait_event: steady round {waits(steady['locks_during_cleanup'])} "
-                  f"(without the cleanup: {waits(steady['locks_baseline'])}); full-speed round "
-                  f"{waits(full['locks_during_cleanup'])} (without: {waits(full['locks_baseline'])}); blocked by the "
+                  f"waiting on a lock, by wait_event, in every run with the cleanup: {waits(steady['locks_during_cleanup'])} "
+                  f"(in the baseline's run: {waits(steady['locks_baseline'])}); blocked by the "
                   "cleanup's backend (pg_blocking_pids): "
-                  f"{steady['locks_during_cleanup']['ingest_blocked_by_cleanup'] + full['locks_during_cleanup']['ingest_blocked_by_cleanup']}. "
+                  f"{steady['locks_during_cleanup']['ingest_blocked_by_cleanup']}. "
                   "('extend' is the relation-extension lock concurrent INSERTs take among themselves to add "
                   "pages.) A CHECKPOINT follows the loading of the old rows, so that neither phase gets the "
                   "checkpoint the load's WAL would trigger, and every run (with the cleanup or without) starts just "
                   "after one: otherwise the kernel's writeback of what the run before it wrote (30 s later) lands "
                   "in the next run.",
-                  "What the ingest INSERTs were doing when sampled (share of samples of an active ingest INSERT), "
-                  f"full-speed round: during the cleanup {states(full['locks_during_cleanup'])}; without it "
-                  f"{states(full['locks_baseline'])}. (WALSync and WALWrite: waiting for the WAL flush that "
+                  "What the ingest INSERTs were doing when sampled (share of samples of an active ingest INSERT): "
+                  f"during the cleanup {states(steady['locks_during_cleanup'])}; without it "
+                  f"{states(steady['locks_baseline'])}. (WALSync and WALWrite: waiting for the WAL flush that "
                   "commits them; WALInitWrite: a new WAL segment being created; ClientRead: between the statement "
                   "and the next.) The cleanup's WAL shares that flush; dropping whole time partitions instead of "
                   "deleting rows would write almost none (not built).",
-                  f"Stalls, steady round: gaps of over {1000 * PAUSE:.0f} ms between two answers, when at "
+                  f"Stalls: gaps of over {1000 * PAUSE:.0f} ms between two answers, when at "
                   f"{rate} one comes every half millisecond: {pauses(steady)}. At that rate a 100 ms stall "
                   "delays about 200 requests, a fifth of the 1% that sets the p99 of a phase of about 50 s. A stall "
                   "while the kernel writes back dirty pages is every commit's WAL fsync queued behind that "

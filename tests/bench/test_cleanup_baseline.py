@@ -69,7 +69,7 @@ def test_the_run_after_the_cleanup_lasts_as_long_as_the_run_during_it():
     during = WrkResult(requests=97_000, non_2xx=0, seconds=48.6, p50_ms=2.0, p99_ms=10.0, max_ms=30.0)
     assert matched_seconds(during, 20) == 49
     short = WrkResult(requests=1_000, non_2xx=0, seconds=0.4, p50_ms=2.0, p99_ms=10.0, max_ms=30.0)
-    assert matched_seconds(short, 2) == 2  # never shorter than the full-speed round's baseline
+    assert matched_seconds(short, 2) == 2  # never shorter than Sizes.cleanup_baseline_seconds
     full = Sizes.full()
     assert full.cleanup_steady_seconds >= 45 > full.cleanup_baseline_seconds  # a cleanup takes about 50 s
 
