@@ -242,7 +242,7 @@ def analysis(sections: dict[int, Section], sizes: Sizes, processes: int) -> dict
                 text += (f"; the baseline is the calmer of ingest alone just before ({r['baseline_before']['p99_ms']:.1f} ms) "
                          f"and just after the cleanup ({r['baseline_after']['p99_ms']:.1f} ms), so that a host stall "
                          "in one of them cannot make the target easier to meet: the lower p99 among those with no "
-                         f"host stall (no answer for {100 * HOST_STALL_SHARE:g}% of the run's length, long enough to "
+                         f"host stall (stalls adding up to {100 * HOST_STALL_SHARE:g}% of the run's length, long enough to "
                          "hold up a quarter of the 1% of requests that set its p99: "
                          f"{1000 * HOST_STALL_SHARE * r['baseline_before']['seconds']:.0f} ms of the "
                          f"{r['baseline_before']['seconds']:.0f}-second run before, never less than "
