@@ -248,6 +248,8 @@ class WrkResult:
     # bench.paced only: each gap of more than 20 ms between two answers, (start, end) in
     # time.perf_counter() seconds
     pauses: list[tuple[float, float]] = field(default_factory=list)
+    # bench.paced only: the p99 of the requests not waiting during any of those pauses
+    p99_outside_pauses_ms: float | None = None
 
     @property
     def ok(self) -> int:
@@ -260,7 +262,9 @@ class WrkResult:
     def as_dict(self) -> dict:
         return {"requests": self.requests, "2xx": self.ok, "non_2xx": self.non_2xx, "seconds": round(self.seconds, 2),
                 "2xx_per_s": round(self.ok_per_second, 1), "p50_ms": round(self.p50_ms, 2),
-                "p99_ms": round(self.p99_ms, 2), "max_ms": round(self.max_ms, 2), "errors": self.errors}
+                "p99_ms": round(self.p99_ms, 2), "max_ms": round(self.max_ms, 2), "errors": self.errors,
+                **({"p99_outside_pauses_ms": round(self.p99_outside_pauses_ms, 2)}
+                   if self.p99_outside_pauses_ms is not None else {})}
 
 
 CHRT = shutil.which("chrt")
@@ -338,7 +342,8 @@ def run_paced(port: int, path: str, prefix: str, bodies: Path, *, rate: float, s
     errors = {k: v for k, v in data["errors"].items() if v}
     return WrkResult(requests=data["requests"], non_2xx=data["non_2xx"], seconds=data["seconds"],
                      p50_ms=data["p50_ms"], p99_ms=data["p99_ms"], max_ms=data["max_ms"], errors=errors,
-                     pauses=[tuple(p) for p in data.get("pauses", [])])
+                     pauses=[tuple(p) for p in data.get("pauses", [])],
+                     p99_outside_pauses_ms=data.get("p99_outside_pauses_ms"))
 
 
 # -- the bench environment --------------------------------------------------------------------------

@@ -106,3 +106,31 @@ def test_a_stall_of_everything_is_reported_as_a_pause_between_answers():
     assert 0.14 <= end - start < 0.5
     assert before < start < end < time.perf_counter()
     assert all(b - a > 0.02 for a, b in result["pauses"])
+
+
+def test_the_p99_outside_pauses_leaves_out_exactly_the_requests_that_waited_in_one():
+    """bench.paced's p99_outside_pauses_ms (what section 6 judges a baseline by): a request due at
+    done - latency and answered at done is left out when a pause overlaps that span, and only then."""
+    from bench.paced import outside_pauses
+
+    pauses = [(10.0, 10.2), (20.0, 20.05)]
+    latencies = [0.002, 0.15, 0.003, 0.002, 0.04, 0.002]
+    answered = [5.0,    # far from any pause
+                10.2,   # due at 10.05, inside the first pause
+                10.0,   # answered as the pause began: due before, so it did not wait in it
+                10.203,  # due at 10.201, just after the pause ended
+                20.05,  # due at 20.01, inside the second
+                19.999]  # due at 19.997, answered before the second began
+    assert outside_pauses(latencies, answered, pauses) == [0.002, 0.003, 0.002, 0.002]
+    assert outside_pauses(latencies, answered, []) == latencies
+
+
+def test_a_stall_shows_in_the_p99_and_not_in_the_p99_outside_pauses():
+    """One 0.15 s freeze at 200/s holds up about 30 of 200 requests: the p99 is the stall's, and
+    the p99 of the others is the server's own."""
+    result, _ = _run(lambda n: "freeze" if n == 100 else "keep", rate=200.0, seconds=1.0)
+    assert result["p99_ms"] >= 100
+    assert result["p99_outside_pauses_ms"] is not None and result["p99_outside_pauses_ms"] < 50
+    calm, _ = _run(lambda n: "keep", rate=200.0, seconds=0.5)
+    if not calm["pauses"]:
+        assert calm["p99_outside_pauses_ms"] == calm["p99_ms"]
