@@ -111,6 +111,7 @@ class LockSampler(threading.Thread):
         self.other_waits: collections.Counter = collections.Counter()
         # every wait of an active ingest INSERT (LWLocks, I/O, client reads too), by type:event
         self.ingest_any_waits: collections.Counter = collections.Counter()
+        self.autovacuum = 0  # samples in which an autovacuum worker was at work in the database
         # (time.perf_counter(), MB the kernel was writing back from its page cache) per sample
         self.writeback: list[tuple[float, float]] = []
 
@@ -125,6 +126,7 @@ class LockSampler(threading.Thread):
                        where a.datname = current_database() and a.pid <> pg_backend_pid()
                          and a.state = 'active'""").fetchall()
                 self.samples += 1
+                self.autovacuum += any(query.startswith("autovacuum:") for _, _, query, _ in rows)
                 self.writeback.append((time.perf_counter(), writeback_mb()))
                 for wtype, wevent, query, by_cleanup in rows:
                     ingest = query.lstrip().lower().startswith("insert into storeops.payment_webhooks")
@@ -149,7 +151,7 @@ class LockSampler(threading.Thread):
         return {"samples": self.samples, "ingest_inserts_seen_active": self.ingest_active,
                 "ingest_lock_waits": dict(self.ingest_waits), "ingest_blocked_by_cleanup": self.ingest_blocked_by_cleanup,
                 "other_lock_waits": dict(self.other_waits.most_common(5)),
-                "ingest_states": dict(self.ingest_any_waits.most_common(8))}
+                "ingest_states": dict(self.ingest_any_waits.most_common(8)), "autovacuum_samples": self.autovacuum}
 
 
 def _round(env: BenchEnv, sizes: Sizes, label: str, rate: float, cleanups: int = STEADY_CLEANUPS) -> dict:
@@ -284,6 +286,11 @@ def _round(env: BenchEnv, sizes: Sizes, label: str, rate: float, cleanups: int =
                        "after": pauses_summary(after_run[0].pauses, after_run[2].writeback),
                        **{f"during cleanup {i}": pauses_summary(c["result"].pauses, c["sampler"].writeback)
                           for i, c in enumerate(runs[1:], start=2)}},
+            # the share of each run's samples in which autovacuum was at work in the database
+            "autovacuum": {name: round(sampler.autovacuum / sampler.samples, 2) if sampler.samples else None
+                           for name, sampler in [("before", before[2]), ("during", runs[0]["sampler"]),
+                                                 ("after", after_run[2])]
+                           + [(f"during cleanup {i}", c["sampler"]) for i, c in enumerate(runs[1:], start=2)]},
             "_base": base, "_during": lower, "_cpu": (base_cpu, figure["cpu"]), "_peak_rss": peak_rss}
 
 
@@ -337,7 +344,7 @@ def merge_samples(samplers) -> dict:
     """LockSampler summaries of several runs added up."""
     out: dict = {"samples": 0, "ingest_inserts_seen_active": 0, "ingest_lock_waits": collections.Counter(),
                  "ingest_blocked_by_cleanup": 0, "other_lock_waits": collections.Counter(),
-                 "ingest_states": collections.Counter()}
+                 "ingest_states": collections.Counter(), "autovacuum_samples": 0}
     for summary in (s.summary() for s in samplers):
         for key, value in summary.items():
             if isinstance(value, dict):

@@ -315,6 +315,9 @@ def analysis(sections: dict[int, Section], sizes: Sizes, processes: int) -> dict
                   "commits them; WALInitWrite: a new WAL segment being created; ClientRead: between the statement "
                   "and the next.) The cleanup's WAL shares that flush; dropping whole time partitions instead of "
                   "deleting rows would write almost none (not built).",
+                  "Share of each run's samples in which autovacuum was at work in the database: "
+                  + "; ".join(f"{name} {100 * v:.0f}%" for name, v in (steady.get("autovacuum") or {}).items()
+                              if v is not None) + ". "
                   f"Stalls: gaps of over {1000 * PAUSE:.0f} ms between two answers, when at "
                   f"{rate} one comes every half millisecond: {pauses(steady)}. At that rate a 100 ms stall "
                   "delays about 200 requests, a fifth of the 1% that sets the p99 of a phase of about 50 s. A stall "
