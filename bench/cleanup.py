@@ -393,6 +393,11 @@ def run(env: BenchEnv, sizes: Sizes, section: Section) -> dict:
                              f"{1000 * stalled_seconds(base):.0f} ms without an answer in all, the longest "
                              f"{1000 * longest_stall(base):.0f} ms), so the ratio cannot show the cleanup's cost: "
                              "not counted as met")
+    if during.p99_outside_pauses_ms is not None and base.p99_outside_pauses_ms is not None:
+        section.add("ingest p99 during cleanup of the requests not waiting in any stall (no target: it leaves out "
+                    "the cleanup's own stalls too)", during.p99_outside_pauses_ms, "ms",
+                    baseline=base.p99_outside_pauses_ms, baseline_label="the same in the baseline's run",
+                    higher_is_better=False)
     section.add(f"ingest rate during cleanup (offered: a steady {rate})", during.ok_per_second, "/s",
                 baseline=base.ok_per_second, baseline_label="the same without cleanup")
     section.add("cleanup: rows deleted per second (`storeops cleanup`, process start to exit; the figure's run)",
