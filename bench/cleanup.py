@@ -96,6 +96,12 @@ def pauses_summary(pauses: list[tuple[float, float]], writeback: list[tuple[floa
     return out
 
 
+def phase_stalls(result, sampler) -> dict:
+    """One run's stalls (pauses_summary), and how many of its requests were held up over 100 ms
+    while answers kept coming (bench.paced's held_outside_pauses)."""
+    return {**pauses_summary(result.pauses, sampler.writeback), "held": result.held_outside_pauses}
+
+
 class LockSampler(threading.Thread):
     """Every 20 ms: which backends of the database are waiting on a heavyweight lock, on what,
     and who holds it (pg_blocking_pids)."""
@@ -281,10 +287,10 @@ def _round(env: BenchEnv, sizes: Sizes, label: str, rate: float, cleanups: int =
                           "reported": c["reported"], "wal_mb": c["wal_mb"], "run": c["result"].as_dict()}
                          for c in runs],
             "locks_during_cleanup": merge_samples(samplers), "locks_baseline": base_locks.summary(),
-            "pauses": {"before": pauses_summary(before[0].pauses, before[2].writeback),
-                       "during": pauses_summary(runs[0]["result"].pauses, runs[0]["sampler"].writeback),
-                       "after": pauses_summary(after_run[0].pauses, after_run[2].writeback),
-                       **{f"during cleanup {i}": pauses_summary(c["result"].pauses, c["sampler"].writeback)
+            "pauses": {"before": phase_stalls(before[0], before[2]),
+                       "during": phase_stalls(runs[0]["result"], runs[0]["sampler"]),
+                       "after": phase_stalls(after_run[0], after_run[2]),
+                       **{f"during cleanup {i}": phase_stalls(c["result"], c["sampler"])
                           for i, c in enumerate(runs[1:], start=2)}},
             # the share of each run's samples in which autovacuum was at work in the database
             "autovacuum": {name: round(sampler.autovacuum / sampler.samples, 2) if sampler.samples else None

@@ -250,6 +250,8 @@ class WrkResult:
     pauses: list[tuple[float, float]] = field(default_factory=list)
     # bench.paced only: the p99 of the requests not waiting during any of those pauses
     p99_outside_pauses_ms: float | None = None
+    # bench.paced only: how many of those requests took over 100 ms (bench.paced.HELD) all the same
+    held_outside_pauses: int = 0
 
     @property
     def ok(self) -> int:
@@ -263,7 +265,8 @@ class WrkResult:
         return {"requests": self.requests, "2xx": self.ok, "non_2xx": self.non_2xx, "seconds": round(self.seconds, 2),
                 "2xx_per_s": round(self.ok_per_second, 1), "p50_ms": round(self.p50_ms, 2),
                 "p99_ms": round(self.p99_ms, 2), "max_ms": round(self.max_ms, 2), "errors": self.errors,
-                **({"p99_outside_pauses_ms": round(self.p99_outside_pauses_ms, 2)}
+                **({"p99_outside_pauses_ms": round(self.p99_outside_pauses_ms, 2),
+                    "held_outside_pauses": self.held_outside_pauses}
                    if self.p99_outside_pauses_ms is not None else {})}
 
 
@@ -343,7 +346,8 @@ def run_paced(port: int, path: str, prefix: str, bodies: Path, *, rate: float, s
     return WrkResult(requests=data["requests"], non_2xx=data["non_2xx"], seconds=data["seconds"],
                      p50_ms=data["p50_ms"], p99_ms=data["p99_ms"], max_ms=data["max_ms"], errors=errors,
                      pauses=[tuple(p) for p in data.get("pauses", [])],
-                     p99_outside_pauses_ms=data.get("p99_outside_pauses_ms"))
+                     p99_outside_pauses_ms=data.get("p99_outside_pauses_ms"),
+                     held_outside_pauses=data.get("held_outside_pauses", 0))
 
 
 # -- the bench environment --------------------------------------------------------------------------

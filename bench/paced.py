@@ -50,6 +50,8 @@ def _percentile(sorted_values, p: float) -> float:
 # A gap between two answers longer than this, at a steady rate of hundreds per second, is the
 # server (or the host) stalled, not an idle moment.
 PAUSE = 0.020
+# A request not waiting in any pause but answered this late (seconds) was held up on its own.
+HELD = 0.100
 
 _STOP = {"early": False}  # SIGINT before the event loop has its own handler
 
@@ -133,11 +135,15 @@ async def drive(port: int, build, rate: float, seconds: float, connections: int,
     unanswered = sent - counts["attempted"]
     pauses = [(a, b) for a, b in zip(answered, answered[1:], strict=False) if b - a > PAUSE]
     outside = sorted(outside_pauses(latencies, answered, pauses))
+    # held up with answers still coming: some connections waiting while others were answered, which
+    # the pauses (gaps between any two answers) cannot show
+    held = len(outside) - bisect.bisect_right(outside, HELD)
     return {"requests": len(values), "non_2xx": counts["non_2xx"], "sent": sent, "seconds": elapsed,
             "rate": rate, "errors": {**errors, "unanswered": unanswered},
             "p50_ms": 1000 * _percentile(values, 0.50), "p90_ms": 1000 * _percentile(values, 0.90),
             "p99_ms": 1000 * _percentile(values, 0.99), "max_ms": 1000 * (values[-1] if values else 0.0),
             "p99_outside_pauses_ms": 1000 * _percentile(outside, 0.99) if outside else None,
+            "held_outside_pauses": held,
             "pauses": pauses[:500]}
 
 

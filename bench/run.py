@@ -15,7 +15,7 @@ from bench import apply, cleanup, e2e, ingest, retry_queue, sweep
 from bench.cleanup import STALL_INFLATION
 from bench.common import Section, Sizes, fmt
 from bench.env import CLUSTER_SETTINGS, BenchEnv, machine_facts
-from bench.paced import PAUSE
+from bench.paced import HELD, PAUSE
 from bench.report import render, write
 from runner.cluster import find_bindir, wal_compression_method
 from runner.scheduler import CLEANUP_BATCH, CLEANUP_PAUSE
@@ -268,10 +268,12 @@ def analysis(sections: dict[int, Section], sizes: Sizes, processes: int) -> dict
 
         def pauses(r: dict) -> str:
             def one(name: str, p: dict) -> str:
+                held = (f"; {p['held']:,} requests answered after over {1000 * HELD:.0f} ms while answers kept "
+                        "coming") if p.get("held") else ""
                 if not p["count"]:
-                    return f"{name} none"
+                    return f"{name} none{held}"
                 return (f"{name} {p['count']} (longest {p['longest_ms']:.0f} ms, {p['total_ms']:.0f} ms in all; "
-                        f"{p['during_writeback']} while the kernel was writing back dirty pages)")
+                        f"{p['during_writeback']} while the kernel was writing back dirty pages{held})")
             return "; ".join(one(name, p) for name, p in (r.get("pauses") or {}).items())
 
         rate = f"{steady['rate']:,.0f}/s"
@@ -319,8 +321,10 @@ def analysis(sections: dict[int, Section], sizes: Sizes, processes: int) -> dict
                   + "; ".join(f"{name} {100 * v:.0f}%" for name, v in (steady.get("autovacuum") or {}).items()
                               if v is not None) + ". "
                   f"Stalls: gaps of over {1000 * PAUSE:.0f} ms between two answers, when at "
-                  f"{rate} one comes every half millisecond: {pauses(steady)}. At that rate a 100 ms stall "
-                  "delays about 200 requests, a fifth of the 1% that sets the p99 of a phase of about 50 s. A stall "
+                  f"{rate} one comes every {1000 / steady['rate']:.2g} ms: {pauses(steady)}. At that rate a 100 ms stall "
+                  f"delays about {0.1 * steady['rate']:,.0f} requests, "
+                  f"{0.1 * steady['rate'] / (0.01 * steady['rate'] * steady['during']['seconds']):.0%} of the 1% that "
+                  f"sets the p99 of a phase of {steady['during']['seconds']:.0f} s. A stall "
                   "while the kernel writes back dirty pages is every commit's WAL fsync queued behind that "
                   "writeback; since migration 0046 the cleanup's backend hands its writes to the disk as it goes "
                   "(backend_flush_after), which halved the page cache's dirty data while it ran (measured when "

@@ -134,3 +134,14 @@ def test_a_stall_shows_in_the_p99_and_not_in_the_p99_outside_pauses():
     calm, _ = _run(lambda n: "keep", rate=200.0, seconds=0.5)
     if not calm["pauses"]:
         assert calm["p99_outside_pauses_ms"] == calm["p99_ms"]
+
+
+def test_requests_held_up_while_others_are_answered_are_counted_apart_from_pauses():
+    """One connection's answer held back 0.3 s while the others keep answering: no pause between
+    answers (they keep coming), but one request answered after over 100 ms (held_outside_pauses),
+    what a stalled server process would look like beside a working one."""
+    result, _ = _run(lambda n: "slow" if n == 50 else "keep", rate=200.0, seconds=1.0, connections=8)
+    assert not [p for p in result["pauses"] if p[1] - p[0] > 0.1]
+    assert result["held_outside_pauses"] >= 1
+    calm, _ = _run(lambda n: "keep", rate=200.0, seconds=0.5)
+    assert calm["held_outside_pauses"] == 0
