@@ -275,6 +275,10 @@ def _round(env: BenchEnv, sizes: Sizes, label: str, rate: float, cleanups: int =
     lower = _lower(*(c["result"] for c in runs))
     figure = next(c for c in runs if c["result"] is lower)
     samplers = [c["sampler"] for c in runs]
+    # each run as (name, result, lock sampler), in the order they ran
+    phases = [("before", before[0], before[2]), ("during", runs[0]["result"], runs[0]["sampler"]),
+              ("after", after_run[0], after_run[2])] + [
+        (f"during cleanup {i}", c["result"], c["sampler"]) for i, c in enumerate(runs[1:], start=2)]
     return {"rate": rate, "rows": n, "insert_seconds": round(min(insert_seconds), 2),
             "cleanup_seconds": figure["seconds"], "overran": any(c["overran"] for c in runs),
             "deleted": figure["deleted"], "reported": figure["reported"],
@@ -287,16 +291,10 @@ def _round(env: BenchEnv, sizes: Sizes, label: str, rate: float, cleanups: int =
                           "reported": c["reported"], "wal_mb": c["wal_mb"], "run": c["result"].as_dict()}
                          for c in runs],
             "locks_during_cleanup": merge_samples(samplers), "locks_baseline": base_locks.summary(),
-            "pauses": {"before": phase_stalls(before[0], before[2]),
-                       "during": phase_stalls(runs[0]["result"], runs[0]["sampler"]),
-                       "after": phase_stalls(after_run[0], after_run[2]),
-                       **{f"during cleanup {i}": phase_stalls(c["result"], c["sampler"])
-                          for i, c in enumerate(runs[1:], start=2)}},
+            "pauses": {name: phase_stalls(result, sampler) for name, result, sampler in phases},
             # the share of each run's samples in which autovacuum was at work in the database
             "autovacuum": {name: round(sampler.autovacuum / sampler.samples, 2) if sampler.samples else None
-                           for name, sampler in [("before", before[2]), ("during", runs[0]["sampler"]),
-                                                 ("after", after_run[2])]
-                           + [(f"during cleanup {i}", c["sampler"]) for i, c in enumerate(runs[1:], start=2)]},
+                           for name, _, sampler in phases},
             "_base": base, "_during": lower, "_cpu": (base_cpu, figure["cpu"]), "_peak_rss": peak_rss}
 
 
@@ -339,11 +337,15 @@ def longest_stall(result) -> float:
     return max((end - start for start, end in result.pauses), default=0.0)
 
 
+def _error_free(runs) -> list:
+    """The runs with no errors and no non-2xx answers, or all of them if none is."""
+    return [r for r in runs if not (r.errors or r.non_2xx)] or list(runs)
+
+
 def _lower(*runs):
     """The run with the cleanup that is the figure: the lowest p99 among the error-free ones (if
     any). Unlike _calmer, a stall does not rule a run out: it may be the cleanup's own."""
-    clean = [r for r in runs if not (r.errors or r.non_2xx)] or list(runs)
-    return min(clean, key=lambda r: r.p99_ms)
+    return min(_error_free(runs), key=lambda r: r.p99_ms)
 
 
 def merge_samples(samplers) -> dict:
@@ -366,7 +368,7 @@ def merge_samples(samplers) -> dict:
 def _calmer(*runs):
     """The baseline run with the lowest p99, among the error-free ones if there are any, and among
     those without a host stall if there are any."""
-    clean = [r for r in runs if not (r.errors or r.non_2xx)] or list(runs)
+    clean = _error_free(runs)
     calm = [r for r in clean if not host_stalled(r)]
     return min(calm or clean, key=lambda r: r.p99_ms)
 

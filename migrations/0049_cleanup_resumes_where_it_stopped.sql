@@ -14,8 +14,9 @@
 -- position; the runner's cleanup and storeops.cleanup_old_webhooks resume. A batch now takes about
 -- a millisecond, so the shortest pause between two, not the duty, sets the pace: the procedure's
 -- floor is 20 ms (was 10), as the runner's (runner.scheduler.CLEANUP_PAUSE), and a million rows take
--- about 50 s, as before. The settings of 0043 and 0046 are restated: CREATE OR REPLACE resets a
--- function's settings.
+-- about 50 s, as before. The new function restates the settings of 0043 and 0046 (lock_timeout,
+-- backend_flush_after); delete_processed_webhooks, which now only calls it, drops its own (CREATE OR
+-- REPLACE resets them; the rollback restores them).
 -- depends: 0048_cron_cleanup_paces_itself
 
 create function storeops.delete_processed_webhooks_from(p_table text, p_from timestamptz,
@@ -74,8 +75,6 @@ create or replace function storeops.delete_processed_webhooks(p_table text, p_ol
                                                               p_limit integer default 5000, p_now timestamptz default now())
 returns integer
 language sql
-set lock_timeout = '500ms'
-set backend_flush_after = '256kB'
 as $$
   select deleted from storeops.delete_processed_webhooks_from(p_table, null, p_older_than, p_limit, p_now)
 $$;

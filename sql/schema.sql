@@ -634,8 +634,6 @@ COMMENT ON FUNCTION storeops.current_tenant_id() IS 'The tenant RLS scopes to: r
 
 CREATE FUNCTION storeops.delete_processed_webhooks(p_table text, p_older_than interval DEFAULT '90 days'::interval, p_limit integer DEFAULT 5000, p_now timestamp with time zone DEFAULT now()) RETURNS integer
     LANGUAGE sql
-    SET lock_timeout TO '500ms'
-    SET backend_flush_after TO '256kB'
     AS $$
   select deleted from storeops.delete_processed_webhooks_from(p_table, null, p_older_than, p_limit, p_now)
 $$;
