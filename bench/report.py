@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bench import host
 from bench.common import Row, Section, fmt
 from bench.ingest import describe_profile
 
@@ -79,6 +80,8 @@ def render(sections: list[Section], facts: dict[str, str], meta: dict, analysis:
     out += [f"- **{k}**: {v}" for k, v in facts.items()]
     out += [f"- **{k}**: {v}" for k, v in meta.get("setup", {}).items()]
     out.append("")
+    if meta.get("probes"):
+        out += host.table(meta["probes"]) + [""]
     for s in sections:
         out += [f"## {s.number}. {s.title}", ""]
         if s.skipped:

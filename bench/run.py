@@ -11,7 +11,7 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import apply, cleanup, e2e, ingest, retry_queue, sweep
+from bench import apply, cleanup, e2e, host, ingest, retry_queue, sweep
 from bench.cleanup import STALL_INFLATION
 from bench.common import Section, Sizes, fmt
 from bench.env import CLUSTER_SETTINGS, BenchEnv, machine_facts
@@ -355,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     env = BenchEnv(processes=args.processes, keep=args.keep, smoke=args.smoke)
     results: list[Section] = []
     memory: dict[str, dict[int, float]] = {}
+    probes: list[dict] = []
     try:
         print(f"bench: cluster in {env.tmp}", file=sys.stderr, flush=True)
         env.start()
@@ -362,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         for number, title, module in SECTIONS:
             if number not in wanted:
                 continue
+            probes.append(host.probe(env.tmp, f"before section {number}"))
             section = Section(number, title)
             print(f"bench: {number}. {title} ...", file=sys.stderr, flush=True)
             t = time.perf_counter()
@@ -378,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(section)
         if wanted & {1, 2, 6}:
             results.append(memory_section(memory, args.processes))
+        probes.append(host.probe(env.tmp, "at the end"))
     finally:
         env.close()
         if args.keep:
@@ -389,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         "mode": "smoke run (tiny sizes)" if args.smoke else "full run",
         "duration": f"{int(elapsed // 60)} min {elapsed % 60:.0f} s",
         "command": "make bench" if not args.smoke else ".venv/bin/python -m bench --smoke",
+        "probes": probes,
         "setup": {
             "bench cluster": "its own, in a temporary directory on a free port (runner/cluster.py); fsync, "
                              "synchronous_commit and full_page_writes on (defaults); also "

@@ -73,4 +73,8 @@ def test_bench_smoke_reports_every_section_with_numbers(tmp_path):
     for fact in ("nproc", "memory", "cpu", "postgres", "python"):
         assert f"**{fact}**" in text
     assert "Rerun:" in text
+    # a host probe before every section and one at the end, each with its loop time
+    probes = re.findall(r"^\| (before section \d|at the end) \| (\d+\.\d) \|", text, re.M)
+    assert [when for when, _ in probes] == [f"before section {n}" for n in range(1, 7)] + ["at the end"], probes
+    assert all(float(ms) > 0 for _, ms in probes)
     assert "(a) same HTTP stack, no DB" in text and "pgbench" in text and "procrastinate" in text
