@@ -7,15 +7,21 @@ between them and Razorpay, and never holds a transaction or a row lock across a 
 A refund is recorded `pending` with its idempotency key before Razorpay is called, and every retry
 (here, or later from the retry queue as operation 'refund_create') sends the same key and the same
 body, so Razorpay makes at most one refund however often we ask.
+
+Missed-webhook recovery (hourly, by the scheduler) lists Razorpay's payments of the last day and
+applies the states that never reached us (recover_missed_payments), and asks Razorpay about each
+refund still pending here under a rfnd_ id whose outcome webhook has not come
+(recover_missed_refunds, migration 0050).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -24,6 +30,8 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from runner.razorpay import RazorpayClient, RazorpayError
+
+log = logging.getLogger("storeops.payments")
 
 REFUND_OPERATION = "refund_create"
 # A pending refund is also queued this far ahead when it is recorded, so one whose request was cut
@@ -108,6 +116,12 @@ SCHEDULE_RETRY = (
 )
 RECORD_MISSED_PAYMENTS = "select storeops.record_missed_payments(%(payments)s, %(tenant_id)s) as new"
 PROCESS_PAYMENT_WEBHOOKS = "select storeops.process_payment_webhooks(%(limit)s) as handled"
+LIST_REFUNDS_TO_RECOVER = ("select refund_id, tenant_id, razorpay_refund_id from storeops.list_refunds_to_recover("
+                           "%(older_than)s, %(recheck)s, %(limit)s)")
+RECORD_REFUND_CHECK = "select storeops.record_refund_check(%(refund_id)s, %(refund)s) as webhook_id"
+# A refund's own webhook gets this long before recovery asks Razorpay; then at most every REFUND_RECHECK.
+REFUND_GRACE = timedelta(minutes=30)
+REFUND_RECHECK = timedelta(hours=6)
 
 
 @contextlib.contextmanager
@@ -257,6 +271,41 @@ async def recover_missed_payments(pool: AsyncConnectionPool, client: RazorpayCli
     if new:
         await process_payment_webhooks(pool)
     return new
+
+
+async def recover_missed_refunds(pool: AsyncConnectionPool,
+                                 client_for: Callable[[Any], Awaitable[RazorpayClient]], *,
+                                 older_than: timedelta = REFUND_GRACE, recheck: timedelta = REFUND_RECHECK,
+                                 limit: int = 500) -> int:
+    """Ask Razorpay (GET /v1/refunds/:id) about each of our refunds still pending under a rfnd_ id
+    whose refund.processed / refund.failed webhook has not come (storeops.list_refunds_to_recover),
+    and apply the outcome of those Razorpay has settled, as synthetic webhooks through the same SQL
+    as real ones. `client_for(tenant_id)` gives the client for the account the refund was made with
+    (the tenant's own API key, else the platform's). A refund Razorpay could not be asked about is
+    left for the next run. Returns how many refunds were settled."""
+    async with pool.connection() as conn, conn.cursor() as cur:
+        await cur.execute(LIST_REFUNDS_TO_RECOVER, {"older_than": older_than, "recheck": recheck, "limit": limit})
+        due = await cur.fetchall()
+    settled = 0
+    for refund_id, tenant_id, razorpay_refund_id in due:
+        try:
+            client = await client_for(tenant_id)
+            entity = await client.fetch_refund(razorpay_refund_id)
+        except (RazorpayError, ValueError) as exc:
+            log.warning("could not ask Razorpay about a pending refund", extra={
+                "refund_id": str(refund_id), "razorpay_refund_id": razorpay_refund_id, "tenant_id": str(tenant_id),
+                "error": str(exc)[:300]})
+            continue
+        async with pool.connection() as conn, conn.cursor(row_factory=scalar_row) as cur:
+            await cur.execute(RECORD_REFUND_CHECK, {"refund_id": refund_id, "refund": Jsonb(entity)})
+            if await cur.fetchone() is not None:
+                settled += 1
+                log.info("refund outcome recovered", extra={
+                    "refund_id": str(refund_id), "razorpay_refund_id": razorpay_refund_id,
+                    "tenant_id": str(tenant_id), "status": entity.get("status")})
+    if settled:
+        await process_payment_webhooks(pool)
+    return settled
 
 
 async def process_payment_webhooks(pool: AsyncConnectionPool, limit: int = 500) -> int:

@@ -268,6 +268,14 @@ class RazorpayClient:
             raise RazorpayError("Razorpay answered the payment fetch with something that is not a payment", None, True)
         return result
 
+    async def fetch_refund(self, refund_id: str) -> dict:
+        """GET /v1/refunds/{id}: the refund entity (status pending, processed or failed)."""
+        _check_id(refund_id, "refund")
+        result = await self._request("GET", f"/v1/refunds/{quote(refund_id)}")
+        if not isinstance(result, dict) or result.get("id") != refund_id:
+            raise RazorpayError(f"Razorpay answered the fetch of refund {refund_id} with something else", None, True)
+        return result
+
     async def list_payments(self, from_ts: int, to_ts: int, count: int = MAX_PAGE) -> AsyncIterator[dict]:
         """Every payment created in [from_ts, to_ts] (unix seconds), paging with count <= 100 and skip."""
         count = min(max(int(count), 1), MAX_PAGE)

@@ -149,12 +149,19 @@ async def _shipment_poll(ctx, worker) -> object:
 
 
 async def _payment_recovery(ctx, worker) -> object:
+    """Payments of the last 25 hours whose webhooks never came (the platform's API key), then
+    refunds still pending here whose outcome webhook never came (each with its tenant's key, else
+    the platform's)."""
     from runner import payments
 
-    if not ctx.settings.razorpay_key_id:
-        return "skipped: RAZORPAY_KEY_ID not set"
-    now = int(time.time())
-    return await payments.recover_missed_payments(ctx.pool, ctx.razorpay_client(), now - 25 * 3600, now)
+    if ctx.settings.razorpay_key_id:
+        now = int(time.time())
+        found = await payments.recover_missed_payments(ctx.pool, ctx.razorpay_client(), now - 25 * 3600, now)
+        done = f"{found} payment state(s) recovered"
+    else:
+        done = "payments skipped: RAZORPAY_KEY_ID not set"
+    settled = await payments.recover_missed_refunds(ctx.pool, ctx.tenant_razorpay_client)
+    return f"{done}; {settled} refund outcome(s) recovered"
 
 
 JOBS = [

@@ -981,6 +981,28 @@ $$;
 COMMENT ON FUNCTION storeops.list_domains_due_for_recheck(p_every interval, p_limit integer, p_now timestamp with time zone) IS 'Domains the scheduler should re-verify: auto_verify ones and verified/at_risk ones not checked for p_every, unless a retry is already queued.';
 
 --
+-- Name: list_refunds_to_recover(interval, interval, integer, timestamp with time zone); Type: FUNCTION; Schema: storeops; Owner: -
+--
+
+CREATE FUNCTION storeops.list_refunds_to_recover(p_older_than interval DEFAULT '00:30:00'::interval, p_recheck interval DEFAULT '06:00:00'::interval, p_limit integer DEFAULT 500, p_now timestamp with time zone DEFAULT now()) RETURNS TABLE(refund_id uuid, tenant_id uuid, razorpay_refund_id text)
+    LANGUAGE sql STABLE
+    AS $$
+  select r.id, r.tenant_id, r.razorpay_refund_id
+  from storeops.refunds r
+  where r.status = 'pending' and r.razorpay_refund_id is not null
+    and r.created_at < p_now - p_older_than
+    and (r.gateway_checked_at is null or r.gateway_checked_at < p_now - p_recheck)
+  order by r.gateway_checked_at nulls first, r.created_at, r.id
+  limit greatest(coalesce(p_limit, 500), 0)
+$$;
+
+--
+-- Name: FUNCTION list_refunds_to_recover(p_older_than interval, p_recheck interval, p_limit integer, p_now timestamp with time zone); Type: COMMENT; Schema: storeops; Owner: -
+--
+
+COMMENT ON FUNCTION storeops.list_refunds_to_recover(p_older_than interval, p_recheck interval, p_limit integer, p_now timestamp with time zone) IS 'Refunds to ask Razorpay about: pending under a rfnd_ id, older than p_older_than, not asked within p_recheck; least recently asked first.';
+
+--
 -- Name: list_stale_shipments(interval, integer, timestamp with time zone); Type: FUNCTION; Schema: storeops; Owner: -
 --
 
@@ -1495,6 +1517,66 @@ $$;
 COMMENT ON FUNCTION storeops.record_missed_payments(p_payments jsonb, p_tenant_id uuid, p_now timestamp with time zone) IS 'record_missed_payment for each element of a JSON array (one API page); returns how many were new.';
 
 --
+-- Name: record_refund_check(uuid, jsonb, timestamp with time zone); Type: FUNCTION; Schema: storeops; Owner: -
+--
+
+CREATE FUNCTION storeops.record_refund_check(p_refund_id uuid, p_refund jsonb, p_now timestamp with time zone DEFAULT now()) RETURNS uuid
+    LANGUAGE plpgsql
+    AS $$
+declare
+  v_refund storeops.refunds;
+  v_status text := p_refund ->> 'status';
+  v_event text;
+  v_id uuid;
+begin
+  select * into v_refund from storeops.refunds where id = p_refund_id for update;
+  if not found then
+    raise exception 'refund % does not exist', p_refund_id using errcode = 'P0002';
+  end if;
+  if v_refund.razorpay_refund_id is null or p_refund ->> 'id' is distinct from v_refund.razorpay_refund_id then
+    raise exception 'refund %: Razorpay answered about refund %, expected %', p_refund_id,
+      coalesce(p_refund ->> 'id', 'none'), coalesce(v_refund.razorpay_refund_id, 'none')
+      using errcode = '22023', hint = 'fetch GET /v1/refunds/<the refund''s razorpay_refund_id>';
+  end if;
+  if v_status is null or v_status not in ('pending', 'processed', 'failed') then
+    raise exception 'refund %: unknown status %', v_refund.razorpay_refund_id, coalesce(v_status, 'NULL')
+      using errcode = '22023', hint = 'Razorpay refund statuses are pending, processed, failed';
+  end if;
+
+  update storeops.refunds set gateway_checked_at = p_now where id = v_refund.id;
+  if v_status = 'pending'
+     or storeops_private.refund_status_rank(v_status) <= storeops_private.refund_status_rank(v_refund.status) then
+    return null;
+  end if;
+
+  v_event := 'refund.' || v_status;
+  insert into storeops.payment_webhooks (tenant_id, event_id, webhook_type, payload, created_at)
+  values (
+    v_refund.tenant_id,
+    'recovered:' || v_refund.razorpay_refund_id || ':' || v_status,
+    v_event,
+    jsonb_build_object(
+      'entity', 'event', 'event', v_event, 'contains', jsonb_build_array('refund'),
+      'payload', jsonb_build_object('refund', jsonb_build_object('entity', p_refund)),
+      'created_at', floor(extract(epoch from p_now))::bigint,
+      'recovered_at', floor(extract(epoch from p_now))::bigint),
+    p_now)
+  on conflict (event_id) do nothing
+  returning id into v_id;
+  if v_id is not null then
+    perform pg_notify('storeops_webhooks', 'payment');
+  end if;
+  return v_id;
+end
+$$;
+
+--
+-- Name: FUNCTION record_refund_check(p_refund_id uuid, p_refund jsonb, p_now timestamp with time zone); Type: COMMENT; Schema: storeops; Owner: -
+--
+
+COMMENT ON FUNCTION storeops.record_refund_check(p_refund_id uuid, p_refund jsonb, p_now timestamp with time zone) IS 'Records what Razorpay answered about one of our pending refunds (GET /v1/refunds/:id): when it was asked, and a synthetic refund.processed/refund.failed webhook (event id recovered:<rfnd_id>:<status>) when Razorpay has settled it and we have not; returns the new webhook id or NULL. process_payment_webhooks applies it.';
+
+--
 -- Name: refunds; Type: TABLE; Schema: storeops; Owner: -
 --
 
@@ -1514,6 +1596,7 @@ CREATE TABLE storeops.refunds (
     processed_at timestamp with time zone,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    gateway_checked_at timestamp with time zone,
     CONSTRAINT refunds_amount_positive CHECK ((amount > 0)),
     CONSTRAINT refunds_currency_iso CHECK ((currency ~ '^[A-Z]{3}$'::text)),
     CONSTRAINT refunds_source_known CHECK ((source = ANY (ARRAY['api'::text, 'dashboard'::text]))),
@@ -1525,6 +1608,12 @@ CREATE TABLE storeops.refunds (
 --
 
 COMMENT ON TABLE storeops.refunds IS 'Refunds in minor units. Recorded pending (with an idempotency key) before Razorpay is called, so a retry never refunds twice.';
+
+--
+-- Name: COLUMN refunds.gateway_checked_at; Type: COMMENT; Schema: storeops; Owner: -
+--
+
+COMMENT ON COLUMN storeops.refunds.gateway_checked_at IS 'When missed-webhook recovery last asked Razorpay about this refund (GET /v1/refunds/:id); NULL if never.';
 
 --
 -- Name: record_refund_result(uuid, text, text, text, timestamp with time zone); Type: FUNCTION; Schema: storeops; Owner: -
@@ -3718,6 +3807,12 @@ CREATE INDEX refunds_pending_match_idx ON storeops.refunds USING btree (razorpay
 --
 
 CREATE INDEX refunds_tenant_idx ON storeops.refunds USING btree (tenant_id, created_at DESC);
+
+--
+-- Name: refunds_to_recover_idx; Type: INDEX; Schema: storeops; Owner: -
+--
+
+CREATE INDEX refunds_to_recover_idx ON storeops.refunds USING btree (gateway_checked_at NULLS FIRST, created_at) WHERE ((status = 'pending'::text) AND (razorpay_refund_id IS NOT NULL));
 
 --
 -- Name: scheduler_ticks_started_idx; Type: INDEX; Schema: storeops; Owner: -

@@ -8,6 +8,8 @@ Razorpay's documented formats (../shared/reference/razorpay_shiprocket.md):
   `X-Refund-Idempotency`: the same key and body give back the same refund, a different body under a
   used key is a 400, and a second request while the first is still in flight is a 409;
 - `GET /v1/payments?from&to&count&skip` (count <= 100, newest first) and `GET /v1/payments/{id}`;
+- `GET /v1/refunds/{id}` (a refund made here; `settle_refund` moves a pending one on, as Razorpay
+  does later for normal and instant refunds);
 - errors as `{"error": {"code": "BAD_REQUEST_ERROR", "description": ..., ...}}`.
 
 Fault injection applies to the next N requests (optionally only those whose path contains a
@@ -227,6 +229,21 @@ class FakeRazorpay:
         with self._lock:
             return [r for r in self.refunds if r["payment_id"] == payment_id]
 
+    def settle_refund(self, refund_id: str, status: str = "processed") -> dict:
+        """Razorpay finishing a pending refund made here (processed or failed); returns its entity.
+        A failed refund gives its amount back to the payment. No webhook is queued for it."""
+        assert status in ("processed", "failed"), status
+        with self._lock:
+            refund = next(r for r in self.refunds if r["id"] == refund_id)
+            refund["status"] = status
+            if status == "failed":
+                payment = self.payments[refund["payment_id"]]
+                payment["amount_refunded"] -= refund["amount"]
+                payment["refund_status"] = "partial" if payment["amount_refunded"] else None
+                if payment["status"] == "refunded":
+                    payment["status"] = "captured"
+            return dict(refund)
+
     def clear_faults(self) -> None:
         """Forget every fault not yet used."""
         with self._lock:
@@ -387,6 +404,12 @@ class FakeRazorpay:
             return self._create_refund(parts[2], parsed, headers.get("X-Refund-Idempotency"))
         if method == "GET" and parts == ["v1", "payments"]:
             return self._list_payments(query)
+        if method == "GET" and len(parts) == 3 and parts[:2] == ["v1", "refunds"]:
+            with self._lock:
+                refund = next((dict(r) for r in self.refunds if r["id"] == parts[2]), None)
+            if refund is None:
+                return _error(400, "The id provided does not exist", field="id")
+            return 200, refund
         if method == "GET" and len(parts) == 3 and parts[:2] == ["v1", "payments"]:
             with self._lock:
                 payment = self.payments.get(parts[2])

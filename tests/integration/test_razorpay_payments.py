@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 
 import fakes.razorpay_server as fake_razorpay
 import psycopg
 import pytest
 from fakes.razorpay_server import FakeRazorpay, razorpay_id, store_webhook, webhook_event
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from support import make_order, make_tenant
 
@@ -223,3 +225,151 @@ async def test_recover_missed_payments_pages_through_and_applies_only_what_never
     assert left["n"] == 0
 
     assert await payments.recover_missed_payments(pool, client, T0 - 60, T0 + 3600, tenant_id=tenant_id) == 0
+
+
+async def _pending_refunds(fresh_db, pool, client, server, amounts: list[int]) -> tuple[dict, list[dict]]:
+    """A paid order and refunds of `amounts` that Razorpay took but has not finished (pending under
+    a rfnd_ id), made an hour ago, so their webhooks have had their chance."""
+    server.refund_status = "pending"
+    shop = paid_order(fresh_db, server)
+    refunds = [await payments.create_refund(pool, client, shop["tenant_id"], shop["order_id"], amount, "late")
+               for amount in amounts]
+    assert all(r["status"] == "pending" and r["razorpay_refund_id"] for r in refunds)
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute("update storeops.refunds set created_at = created_at - interval '1 hour'")
+    return shop, refunds
+
+
+def _refund_rows(db_url: str) -> dict[str, dict]:
+    return {r["razorpay_refund_id"]: r for r in query(
+        db_url, "select razorpay_refund_id, status, processed_at, error, gateway_checked_at from storeops.refunds")}
+
+
+async def test_recover_missed_refunds_applies_what_razorpay_settled_after_its_webhook_was_lost(
+        fresh_db, pool, client, razorpay_server):
+    shop, (done, failed, waiting) = await _pending_refunds(fresh_db, pool, client, razorpay_server,
+                                                           [10_000, 10_000, 10_000])
+    razorpay_server.settle_refund(done["razorpay_refund_id"], "processed")
+    razorpay_server.settle_refund(failed["razorpay_refund_id"], "failed")
+
+    async def client_for(tenant_id):
+        assert str(tenant_id) == str(shop["tenant_id"])
+        return client
+
+    assert await payments.recover_missed_refunds(pool, client_for) == 2
+    assert len(razorpay_server.requests_to("GET", "/v1/refunds/")) == 3
+    rows = _refund_rows(fresh_db)
+    assert rows[done["razorpay_refund_id"]]["status"] == "processed"
+    assert rows[done["razorpay_refund_id"]]["processed_at"] is not None
+    assert rows[failed["razorpay_refund_id"]]["status"] == "failed"
+    assert rows[waiting["razorpay_refund_id"]]["status"] == "pending"
+    assert all(r["gateway_checked_at"] is not None for r in rows.values())
+    [order] = query(fresh_db, "select refund_amount, payment_status from storeops.orders where id = %s", shop["order_id"])
+    assert order == {"refund_amount": 10_000, "payment_status": "partially_refunded"}
+    # Through the same SQL as a real webhook, and kept as one.
+    recovered = query(fresh_db, "select event_id, webhook_type, processed, outcome from storeops.payment_webhooks "
+                                "where event_id like 'recovered:%%' order by webhook_type")
+    assert recovered == [
+        {"event_id": f"recovered:{failed['razorpay_refund_id']}:failed", "webhook_type": "refund.failed",
+         "processed": True, "outcome": "applied"},
+        {"event_id": f"recovered:{done['razorpay_refund_id']}:processed", "webhook_type": "refund.processed",
+         "processed": True, "outcome": "applied"}]
+    # The failed refund's amount can be refunded again; the pending one still counts as committed.
+    with pytest.raises(payments.RefundRejected) as refused:
+        await payments.create_refund(pool, client, shop["tenant_id"], shop["order_id"], 30_001, "too much")
+    assert refused.value.http_status == 422
+    razorpay_server.refund_status = "processed"
+    again = await payments.create_refund(pool, client, shop["tenant_id"], shop["order_id"], 30_000, "the rest")
+    assert again["status"] == "processed"
+
+    # Asked about within the last 6 hours: not asked again (a normal refund takes days).
+    asked = len(razorpay_server.requests_to("GET", "/v1/refunds/"))
+    assert await payments.recover_missed_refunds(pool, client_for) == 0
+    assert len(razorpay_server.requests_to("GET", "/v1/refunds/")) == asked
+    # Once that is over, the one still pending is asked about again, and settles then.
+    razorpay_server.settle_refund(waiting["razorpay_refund_id"], "processed")
+    assert await payments.recover_missed_refunds(pool, client_for, recheck=timedelta(0)) == 1
+    assert len(razorpay_server.requests_to("GET", "/v1/refunds/")) == asked + 1
+    assert _refund_rows(fresh_db)[waiting["razorpay_refund_id"]]["status"] == "processed"
+
+    # Razorpay's own webhook, late after all: a duplicate, nothing moves.
+    entity = dict(razorpay_server.refunds[0], status="processed")
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        store_webhook(c, webhook_event("refund.processed", refund=entity), shop["tenant_id"])
+    await payments.process_payment_webhooks(pool)
+    [late] = query(fresh_db, "select outcome from storeops.payment_webhooks where webhook_type = 'refund.processed' "
+                             "and event_id not like 'recovered:%%'")
+    assert late == {"outcome": "duplicate"}
+    [order] = query(fresh_db, "select refund_amount from storeops.orders where id = %s", shop["order_id"])
+    assert order == {"refund_amount": 50_000}  # 10,000 + 10,000 + 30,000, not the one that failed
+
+
+async def test_recover_missed_refunds_leaves_a_refund_razorpay_could_not_be_asked_about(
+        fresh_db, pool, client, razorpay_server):
+    shop, (refund,) = await _pending_refunds(fresh_db, pool, client, razorpay_server, [20_000])
+    razorpay_server.settle_refund(refund["razorpay_refund_id"], "processed")
+
+    async def client_for(tenant_id):
+        return client
+
+    razorpay_server.fail_next(5, 503, path="/v1/refunds/")  # more than the client's own retries
+    assert await payments.recover_missed_refunds(pool, client_for) == 0
+    razorpay_server.clear_faults()
+    row = _refund_rows(fresh_db)[refund["razorpay_refund_id"]]
+    assert (row["status"], row["gateway_checked_at"]) == ("pending", None)  # next run asks first
+
+    async def no_key(tenant_id):
+        raise ValueError("no Razorpay API key is configured")
+
+    assert await payments.recover_missed_refunds(pool, no_key) == 0
+    assert await payments.recover_missed_refunds(pool, client_for) == 1
+    assert _refund_rows(fresh_db)[refund["razorpay_refund_id"]]["status"] == "processed"
+
+
+async def test_refunds_to_recover_are_pending_sent_and_past_their_grace(fresh_db, pool, client, razorpay_server):
+    shop, (old,) = await _pending_refunds(fresh_db, pool, client, razorpay_server, [5_000])
+    young = await payments.create_refund(pool, client, shop["tenant_id"], shop["order_id"], 5_000, "just now")
+    razorpay_server.fail_next(5, 503, path="/refund")
+    unsent = await payments.create_refund(pool, client, shop["tenant_id"], shop["order_id"], 5_000, "not confirmed")
+    razorpay_server.clear_faults()
+    assert unsent["razorpay_refund_id"] is None
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute("update storeops.refunds set created_at = now() - interval '1 hour' where id = %s", (unsent["id"],))
+        due = c.execute("select razorpay_refund_id from storeops.list_refunds_to_recover()").fetchall()
+        assert due == [(old["razorpay_refund_id"],)]  # not the young one, not the one Razorpay never confirmed
+        assert c.execute("select count(*) from storeops.list_refunds_to_recover(interval '0')").fetchone() == (2,)
+        assert young["razorpay_refund_id"] in [r[0] for r in c.execute(
+            "select razorpay_refund_id from storeops.list_refunds_to_recover(interval '0')")]
+
+        # What Razorpay answers must be about the refund asked for.
+        other = dict(razorpay_server.refunds[0], id="rfnd_NotThisOne0001", status="processed")
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="expected"):
+            c.execute("select storeops.record_refund_check(%s, %s)", (old["id"], Jsonb(other)))
+        # Still pending there: only the time of asking is kept.
+        c.execute("select storeops.record_refund_check(%s, %s)",
+                  (old["id"], Jsonb(dict(razorpay_server.refunds[0], status="pending"))))
+        assert c.execute("select status, gateway_checked_at is not null from storeops.refunds where id = %s",
+                         (old["id"],)).fetchone() == ("pending", True)
+        assert c.execute("select count(*) from storeops.payment_webhooks where event_id like 'recovered:%'").fetchone() == (0,)
+
+
+async def test_the_hourly_recovery_job_settles_refunds_even_without_a_platform_api_key(
+        fresh_db, pool, client, razorpay_server):
+    import httpx
+
+    from runner.config import Settings
+    from runner.context import Context
+    from runner.scheduler import JOBS
+
+    shop, (refund,) = await _pending_refunds(fresh_db, pool, client, razorpay_server, [15_000])
+    razorpay_server.settle_refund(refund["razorpay_refund_id"], "failed")
+    with psycopg.connect(fresh_db, autocommit=True) as c:  # the tenant's own API key, as refunds use
+        c.execute("insert into storeops.tenant_secrets (tenant_id, kind, key_id, secret) "
+                  "values (%s, 'razorpay_api', %s, %s)", (shop["tenant_id"], razorpay_server.key_id,
+                                                           razorpay_server.key_secret))
+    job = next(j for j in JOBS if j.name == "payment_recovery")
+    async with httpx.AsyncClient() as http:
+        ctx = Context(settings=Settings(razorpay_api_base=razorpay_server.url), pool=pool, http=http)
+        outcome = await job.run(ctx, None)
+    assert outcome == "payments skipped: RAZORPAY_KEY_ID not set; 1 refund outcome(s) recovered"
+    assert _refund_rows(fresh_db)[refund["razorpay_refund_id"]]["status"] == "failed"
