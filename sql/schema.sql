@@ -2618,6 +2618,52 @@ $$;
 COMMENT ON FUNCTION storeops_private.enable_tenant_rls(p_table regclass, p_tenant_column name, p_tenant_commands text[]) IS 'Turns on RLS with one policy per command and role: tenant rows for storeops_tenant, all rows for storeops_runner.';
 
 --
+-- Name: link_payments_to_new_order(); Type: FUNCTION; Schema: storeops_private; Owner: -
+--
+
+CREATE FUNCTION storeops_private.link_payments_to_new_order() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'storeops', 'pg_temp'
+    AS $$
+declare
+  v_payment_ids text[];
+  v_undeferred integer;
+begin
+  if new.razorpay_order_id is null then
+    return null;
+  end if;
+  with linked as (
+    update storeops.razorpay_payments p
+    set order_id = new.id, tenant_id = new.tenant_id
+    where p.razorpay_order_id = new.razorpay_order_id and p.order_id is null
+      and (p.tenant_id is null or p.tenant_id = new.tenant_id)
+    returning p.razorpay_payment_id
+  )
+  select array_agg(razorpay_payment_id) into v_payment_ids from linked;
+  if v_payment_ids is null then
+    return null;
+  end if;
+
+  perform storeops_private.settle_orders(array[new.id], now());
+
+  update storeops.payment_webhooks
+  set deferred_payment_id = null, outcome = null
+  where deferred_payment_id = any (v_payment_ids) and not processed;
+  get diagnostics v_undeferred = row_count;
+  if v_undeferred > 0 then
+    perform pg_notify('storeops_webhooks', 'payment');
+  end if;
+  return null;
+end
+$$;
+
+--
+-- Name: FUNCTION link_payments_to_new_order(); Type: COMMENT; Schema: storeops_private; Owner: -
+--
+
+COMMENT ON FUNCTION storeops_private.link_payments_to_new_order() IS 'Trigger (orders, after insert or update of razorpay_order_id): takes the payments recorded for that Razorpay order without an order (same tenant or none), settles the order and its reconciliation, and releases refund webhooks deferred for those payments to the workers.';
+
+--
 -- Name: normalize_shiprocket_label(text); Type: FUNCTION; Schema: storeops_private; Owner: -
 --
 
@@ -3933,6 +3979,12 @@ CREATE TRIGGER operation_retry_queue_alert_failed AFTER INSERT OR UPDATE OF stat
 --
 
 CREATE TRIGGER operation_retry_queue_set_updated_at BEFORE UPDATE ON storeops.operation_retry_queue FOR EACH ROW EXECUTE FUNCTION storeops_private.set_updated_at();
+
+--
+-- Name: orders orders_link_payments; Type: TRIGGER; Schema: storeops; Owner: -
+--
+
+CREATE TRIGGER orders_link_payments AFTER INSERT OR UPDATE OF razorpay_order_id ON storeops.orders FOR EACH ROW WHEN ((new.razorpay_order_id IS NOT NULL)) EXECUTE FUNCTION storeops_private.link_payments_to_new_order();
 
 --
 -- Name: orders orders_set_updated_at; Type: TRIGGER; Schema: storeops; Owner: -

@@ -19,7 +19,7 @@ from fakes.razorpay_server import (
     webhook_event,
 )
 from psycopg.rows import dict_row
-from support import make_order, make_tenant
+from support import as_tenant, make_order, make_tenant
 
 T0 = 1_735_700_000  # 2025-01-01 02:53:20 UTC, Razorpay's unix seconds
 
@@ -291,6 +291,66 @@ def test_a_webhook_of_one_tenant_cannot_touch_another_tenants_order(conn, shop):
     [recon] = rows(conn, "select tenant_id, reason from storeops.payment_reconciliation where razorpay_payment_id = %s",
                    event["payload"]["payment"]["entity"]["id"])
     assert recon == {"tenant_id": intruder, "reason": "unknown_order"}
+
+
+def test_a_payment_that_came_before_its_order_is_applied_when_the_order_appears(conn):
+    tenant_id = make_tenant(conn)
+    rzp_order = razorpay_id("order")
+    payment = payment_entity(amount=50_000, status="captured", order_id=rzp_order, created_at=T0)
+    # No tenant could be resolved for it (the platform URL, and no order to look the tenant up by).
+    assert deliver(conn, webhook_event("payment.captured", payment=payment, created_at=T0)) == "unknown_order"
+    refund = refund_entity(payment_id=payment["id"], amount=10_000, status="processed", created_at=T0 + 60)
+    assert deliver(conn, webhook_event("refund.processed", refund=refund, created_at=T0 + 60)) == "deferred"
+
+    order_id = make_order(conn, tenant_id, amount=50_000, razorpay_order_id=rzp_order)
+
+    order = order_row(conn, order_id)
+    assert (order["status"], order["payment_status"], order["amount_paid"], order["razorpay_payment_id"]) == (
+        "paid", "captured", 50_000, payment["id"])
+    [recon] = rows(conn, "select * from storeops.payment_reconciliation where razorpay_payment_id = %s", payment["id"])
+    assert (recon["status"], recon["reason"], recon["order_id"], recon["tenant_id"]) == (
+        "matched", None, order_id, tenant_id)
+    [linked] = rows(conn, "select tenant_id, order_id from storeops.razorpay_payments where razorpay_payment_id = %s",
+                    payment["id"])
+    assert linked == {"tenant_id": tenant_id, "order_id": order_id}
+    # The refund that waited for the payment's order goes back to the workers, and applies.
+    [waiting] = rows(conn, "select processed, outcome, deferred_payment_id from storeops.payment_webhooks "
+                           "where webhook_type = 'refund.processed' and payload #>> '{payload,refund,entity,id}' = %s",
+                     refund["id"])
+    assert waiting == {"processed": False, "outcome": None, "deferred_payment_id": None}
+    assert conn.execute("select storeops.process_payment_webhooks()").fetchone()[0] == 1
+    order = order_row(conn, order_id)
+    assert (order["refund_amount"], order["payment_status"]) == (10_000, "partially_refunded")
+
+
+def test_an_order_that_appears_later_does_not_take_another_tenants_payment(conn):
+    payer, other = make_tenant(conn, "Payer"), make_tenant(conn, "Other")
+    rzp_order = razorpay_id("order")
+    payment = payment_entity(amount=20_000, status="captured", order_id=rzp_order, created_at=T0)
+    assert deliver(conn, webhook_event("payment.captured", payment=payment, created_at=T0), tenant_id=payer) == (
+        "unknown_order")
+    order_id = make_order(conn, other, amount=20_000, razorpay_order_id=rzp_order)
+    assert (order_row(conn, order_id)["status"], order_row(conn, order_id)["amount_paid"]) == ("pending", 0)
+    [kept] = rows(conn, "select tenant_id, order_id from storeops.razorpay_payments where razorpay_payment_id = %s",
+                  payment["id"])
+    assert kept == {"tenant_id": payer, "order_id": None}
+    [recon] = rows(conn, "select reason from storeops.payment_reconciliation where razorpay_payment_id = %s",
+                   payment["id"])
+    assert recon == {"reason": "unknown_order"}
+
+
+def test_a_tenant_giving_its_own_order_the_razorpay_order_later_gets_the_payment_through_rls(conn):
+    tenant_id = make_tenant(conn)
+    order_id = make_order(conn, tenant_id, amount=30_000)  # no Razorpay order yet
+    rzp_order = razorpay_id("order")
+    payment = payment_entity(amount=30_000, status="captured", order_id=rzp_order, created_at=T0)
+    assert deliver(conn, webhook_event("payment.captured", payment=payment, created_at=T0), tenant_id=tenant_id) == (
+        "unknown_order")
+    as_tenant(conn, tenant_id)
+    conn.execute("update storeops.orders set razorpay_order_id = %s where id = %s", (rzp_order, order_id))
+    conn.execute("reset role")
+    order = order_row(conn, order_id)
+    assert (order["status"], order["amount_paid"], order["razorpay_payment_id"]) == ("paid", 30_000, payment["id"])
 
 
 @pytest.mark.parametrize(("amount", "currency", "reason", "difference"), [

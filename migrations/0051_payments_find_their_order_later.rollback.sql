@@ -1,0 +1,3 @@
+-- Back to 0050: a payment recorded without an order stays so when the order turns up later.
+drop trigger if exists orders_link_payments on storeops.orders;
+drop function if exists storeops_private.link_payments_to_new_order();
