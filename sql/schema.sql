@@ -936,6 +936,7 @@ CREATE TABLE storeops.custom_domains (
     ssl_checked_at timestamp with time zone,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    at_risk_since timestamp with time zone,
     CONSTRAINT custom_domains_attempts_not_negative CHECK (((verification_attempts >= 0) AND (consecutive_failures >= 0))),
     CONSTRAINT custom_domains_domain_lowercase CHECK (((domain = lower(domain)) AND (domain !~ '\.$'::text) AND (length(domain) <= 253))),
     CONSTRAINT custom_domains_ssl_status_known CHECK ((ssl_status = ANY (ARRAY['pending'::text, 'active'::text, 'expiring'::text, 'expired'::text, 'failed'::text]))),
@@ -953,6 +954,12 @@ COMMENT ON TABLE storeops.custom_domains IS 'A tenant''s custom domain (IDNA A-l
 --
 
 COMMENT ON COLUMN storeops.custom_domains.consecutive_failures IS 'Definitive verification failures in a row; a success resets it, a timeout or SERVFAIL leaves it unchanged.';
+
+--
+-- Name: COLUMN custom_domains.at_risk_since; Type: COMMENT; Schema: storeops; Owner: -
+--
+
+COMMENT ON COLUMN storeops.custom_domains.at_risk_since IS 'When the domain went at_risk (two definitive failures after being verified); NULL unless at_risk. After 7 days at risk a definitive failure fails it.';
 
 --
 -- Name: list_domains_due_for_recheck(interval, integer, timestamp with time zone); Type: FUNCTION; Schema: storeops; Owner: -
@@ -1406,7 +1413,7 @@ begin
     update storeops.custom_domains
     set status = 'verified', verification_attempts = verification_attempts + 1,
         last_verification_error = null, last_checked_at = p_now, last_verified_at = p_now,
-        consecutive_failures = 0
+        consecutive_failures = 0, at_risk_since = null
     where id = v_domain.id
     returning * into v_domain;
     return v_domain;
@@ -1418,8 +1425,14 @@ begin
     jsonb_build_object('domain_id', v_domain.id, 'domain', v_domain.domain), v_error, p_now);
 
   if v_domain.status in ('verified', 'at_risk') then
-    -- Once verified, only definitive evidence demotes: two definitive failures in a row.
+    -- Once verified, only definitive evidence demotes: two definitive failures in a row put it at
+    -- risk, and a definitive failure once it has been at risk for the grace period fails it.
     v_status := case when v_failures >= 2 then 'at_risk' else v_domain.status end;
+    if v_domain.status = 'at_risk' and coalesce(p_definitive, false)
+       and p_now - coalesce(v_domain.at_risk_since, v_domain.last_checked_at, p_now) >= interval '7 days' then
+      v_status := 'failed';
+      v_error := v_error || ' (at risk since ' || to_char(coalesce(v_domain.at_risk_since, v_domain.last_checked_at) at time zone 'UTC', 'YYYY-MM-DD HH24:MI') || ' UTC; 7-day grace over)';
+    end if;
   else
     -- Never verified: keep trying on the retry schedule; give up when the queue does.
     v_status := case when v_retry.status = 'failed' then 'failed' else 'pending' end;
@@ -1433,7 +1446,8 @@ begin
 
   update storeops.custom_domains
   set status = v_status, verification_attempts = verification_attempts + 1,
-      last_verification_error = v_error, last_checked_at = p_now, consecutive_failures = v_failures
+      last_verification_error = v_error, last_checked_at = p_now, consecutive_failures = v_failures,
+      at_risk_since = case when v_status = 'at_risk' then coalesce(at_risk_since, p_now) end
   where id = v_domain.id
   returning * into v_domain;
   return v_domain;
@@ -1444,7 +1458,7 @@ $$;
 -- Name: FUNCTION record_domain_verification(p_domain_id uuid, p_success boolean, p_definitive boolean, p_error text, p_dns_records jsonb, p_duration_ms integer, p_now timestamp with time zone); Type: COMMENT; Schema: storeops; Owner: -
 --
 
-COMMENT ON FUNCTION storeops.record_domain_verification(p_domain_id uuid, p_success boolean, p_definitive boolean, p_error text, p_dns_records jsonb, p_duration_ms integer, p_now timestamp with time zone) IS 'Applies one DNS verification result: logs it, verifies the domain or queues a domain_verify retry; verified domains go at_risk only after two definitive failures.';
+COMMENT ON FUNCTION storeops.record_domain_verification(p_domain_id uuid, p_success boolean, p_definitive boolean, p_error text, p_dns_records jsonb, p_duration_ms integer, p_now timestamp with time zone) IS 'Applies one DNS verification result: logs it, verifies the domain or queues a domain_verify retry; verified domains go at_risk only after two definitive failures, and fail at a definitive failure once at risk for 7 days (at_risk_since).';
 
 --
 -- Name: record_missed_payment(jsonb, uuid, timestamp with time zone); Type: FUNCTION; Schema: storeops; Owner: -

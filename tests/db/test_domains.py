@@ -97,6 +97,48 @@ def test_verified_domain_goes_at_risk_after_two_definitive_failures(conn, tenant
     assert back[0] == "verified" and back[2] == 0
 
 
+def at_risk_since(c, domain_id):
+    return c.execute("select at_risk_since from storeops.custom_domains where id = %s", (domain_id,)).fetchone()[0]
+
+
+def test_an_at_risk_domain_fails_at_a_definitive_failure_after_seven_days_of_grace(conn, tenant):
+    d = make_domain(conn, tenant)
+    record(conn, d, True)
+    gone = "CNAME points to old.host.in, expected stores.storeops.in"
+    record(conn, d, False, True, gone, T0 + timedelta(days=1))
+    assert record(conn, d, False, True, gone, T0 + timedelta(days=2))[0] == "at_risk"
+    assert at_risk_since(conn, d) == T0 + timedelta(days=2)
+    # Within the grace: still at risk, and the grace runs from when it went at risk.
+    assert record(conn, d, False, True, gone, T0 + timedelta(days=8))[0] == "at_risk"
+    assert at_risk_since(conn, d) == T0 + timedelta(days=2)
+    # Past it, a timeout still demotes nothing ("could not ask" is not "failed").
+    assert record(conn, d, False, False, "timeout at 127.0.0.1:5353", T0 + timedelta(days=9, minutes=1))[0] == "at_risk"
+    status, _, _, error, verified_at, _ = record(conn, d, False, True, gone, T0 + timedelta(days=9, minutes=2))
+    assert status == "failed"
+    assert error == f"{gone} (at risk since 2026-03-03 10:00 UTC; 7-day grace over)"
+    assert verified_at == T0 and at_risk_since(conn, d) is None
+    # No longer re-checked as a verified domain would be.
+    due = conn.execute("select id from storeops.list_domains_due_for_recheck(interval '0', 100, %s)",
+                       (T0 + timedelta(days=30),)).fetchall()
+    assert (d,) not in due
+    # Its records are back (its owner asked again): verified.
+    assert record(conn, d, True, at=T0 + timedelta(days=12))[0] == "verified"
+
+
+def test_the_grace_starts_again_each_time_a_domain_goes_at_risk(conn, tenant):
+    d = make_domain(conn, tenant)
+    record(conn, d, True)
+    for day in (1, 2):
+        record(conn, d, False, True, "NXDOMAIN for shop.example.in", T0 + timedelta(days=day))
+    assert record(conn, d, True, at=T0 + timedelta(days=5))[0] == "verified"
+    assert at_risk_since(conn, d) is None
+    for day in (10, 11):
+        record(conn, d, False, True, "NXDOMAIN for shop.example.in", T0 + timedelta(days=day))
+    assert at_risk_since(conn, d) == T0 + timedelta(days=11)
+    # 8 days after it first went at risk, but 6 since this time: still at risk.
+    assert record(conn, d, False, True, "NXDOMAIN for shop.example.in", T0 + timedelta(days=17))[0] == "at_risk"
+
+
 def test_timeouts_and_servfail_never_flag_a_verified_domain_but_are_retried(conn, tenant):
     d = make_domain(conn, tenant)
     record(conn, d, True)
