@@ -10,7 +10,8 @@
 --     p_recheck (a normal refund can take 5-7 working days; asking about each one every hour would
 --     spend the API's rate limit on nothing), the least recently asked first;
 --   * storeops.record_refund_check(refund, entity) records what Razorpay answered (GET
---     /v1/refunds/:id): always when it was asked, and when the refund is processed or failed there
+--     /v1/refunds/:id), or with no entity that it could not answer for good (a 4xx, no API key):
+--     always when it was asked, and when the refund is processed or failed there
 --     and not yet here, a synthetic refund.processed or refund.failed webhook (event id
 --     recovered:<rfnd_id>:<status>), which process_payment_webhooks applies through the same SQL
 --     as a real one (apply_refund_entity: status only climbs, the order is settled again).
@@ -60,6 +61,12 @@ begin
   if not found then
     raise exception 'refund % does not exist', p_refund_id using errcode = 'P0002';
   end if;
+  if p_refund is null then
+    -- Razorpay could not answer about it for good (e.g. 'The id provided does not exist' under the
+    -- key asked with): asked all the same, so it waits p_recheck instead of going first every run.
+    update storeops.refunds set gateway_checked_at = p_now where id = v_refund.id;
+    return null;
+  end if;
   if v_refund.razorpay_refund_id is null or p_refund ->> 'id' is distinct from v_refund.razorpay_refund_id then
     raise exception 'refund %: Razorpay answered about refund %, expected %', p_refund_id,
       coalesce(p_refund ->> 'id', 'none'), coalesce(v_refund.razorpay_refund_id, 'none')
@@ -98,4 +105,4 @@ end
 $$;
 
 comment on function storeops.record_refund_check(uuid, jsonb, timestamptz) is
-  'Records what Razorpay answered about one of our pending refunds (GET /v1/refunds/:id): when it was asked, and a synthetic refund.processed/refund.failed webhook (event id recovered:<rfnd_id>:<status>) when Razorpay has settled it and we have not; returns the new webhook id or NULL. process_payment_webhooks applies it.';
+  'Records what Razorpay answered about one of our pending refunds (GET /v1/refunds/:id; NULL: no usable answer for good): when it was asked, and a synthetic refund.processed/refund.failed webhook (event id recovered:<rfnd_id>:<status>) when Razorpay has settled it and we have not; returns the new webhook id or NULL. process_payment_webhooks applies it.';

@@ -5,8 +5,9 @@
 -- then release it. Now:
 --   * custom_domains.at_risk_since is when it went at risk (NULL unless at_risk);
 --   * a definitive failure of a domain that has been at risk for 7 days fails it (status failed,
---     the domain_failed alert, the error saying since when), so it is no longer re-checked unless
---     it is auto_verify or its owner asks again; a success at any point verifies it again;
+--     the domain_failed alert, the error saying since when) and ends its live domain_verify retry,
+--     so it is no longer checked unless it is auto_verify or its owner asks again; a success at any
+--     point verifies it again;
 --   * timeouts and SERVFAIL still never demote it, at risk or not ("could not ask" is not "failed").
 -- A domain already at risk when this runs counts from its last check (it has no at_risk_since yet).
 -- depends: 0051_payments_find_their_order_later
@@ -80,6 +81,12 @@ begin
        and p_now - coalesce(v_domain.at_risk_since, v_domain.last_checked_at, p_now) >= interval '7 days' then
       v_status := 'failed';
       v_error := v_error || ' (at risk since ' || to_char(coalesce(v_domain.at_risk_since, v_domain.last_checked_at) at time zone 'UTC', 'YYYY-MM-DD HH24:MI') || ' UTC; 7-day grace over)';
+      -- Given up, as when the queue gives up on a new domain: its live retry ends here, or it would
+      -- check again and, failing, count as a domain never verified (pending).
+      update storeops.operation_retry_queue
+      set status = 'failed', last_error = v_error, completed_at = p_now, locked_by = null, locked_until = null
+      where tenant_id = v_domain.tenant_id and operation_type = 'domain_verify'
+        and operation_id = v_domain.id and status in ('pending', 'processing');
     end if;
   else
     -- Never verified: keep trying on the retry schedule; give up when the queue does.

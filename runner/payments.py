@@ -288,24 +288,41 @@ async def recover_missed_refunds(pool: AsyncConnectionPool,
         due = await cur.fetchall()
     settled = 0
     for refund_id, tenant_id, razorpay_refund_id in due:
+        where = {"refund_id": str(refund_id), "razorpay_refund_id": razorpay_refund_id, "tenant_id": str(tenant_id)}
         try:
             client = await client_for(tenant_id)
             entity = await client.fetch_refund(razorpay_refund_id)
         except (RazorpayError, ValueError) as exc:
-            log.warning("could not ask Razorpay about a pending refund", extra={
-                "refund_id": str(refund_id), "razorpay_refund_id": razorpay_refund_id, "tenant_id": str(tenant_id),
-                "error": str(exc)[:300]})
-            continue
-        async with pool.connection() as conn, conn.cursor(row_factory=scalar_row) as cur:
-            await cur.execute(RECORD_REFUND_CHECK, {"refund_id": refund_id, "refund": Jsonb(entity)})
-            if await cur.fetchone() is not None:
-                settled += 1
-                log.info("refund outcome recovered", extra={
-                    "refund_id": str(refund_id), "razorpay_refund_id": razorpay_refund_id,
-                    "tenant_id": str(tenant_id), "status": entity.get("status")})
+            lasting = isinstance(exc, ValueError) or not exc.retryable  # no key, or a 4xx: asking again soon won't help
+            log.warning("could not ask Razorpay about a pending refund", extra={**where, "error": str(exc)[:300]})
+            entity = None
+            if not lasting:
+                continue  # unreachable, 5xx, 429: the next run asks it first
+        try:
+            async with pool.connection() as conn, conn.cursor(row_factory=scalar_row) as cur:
+                await cur.execute(RECORD_REFUND_CHECK, {"refund_id": refund_id,
+                                                        "refund": Jsonb(entity) if entity is not None else None})
+                if await cur.fetchone() is not None:
+                    settled += 1
+                    log.info("refund outcome recovered", extra={**where, "status": entity.get("status")})
+        except psycopg.Error as exc:  # e.g. Razorpay answered with a status we do not know: this refund only
+            log.error("could not record what Razorpay answered about a pending refund",
+                      extra={**where, "error": str(exc)[:300]})
+            with contextlib.suppress(psycopg.Error):  # asked all the same: it waits its turn again
+                async with pool.connection() as conn:
+                    await conn.execute(RECORD_REFUND_CHECK, {"refund_id": refund_id, "refund": None})
     if settled:
         await process_payment_webhooks(pool)
     return settled
+
+
+async def link_unlinked_payments(pool: AsyncConnectionPool) -> int:
+    """storeops.link_unlinked_payments: payments recorded without an order whose order (same
+    tenant) exists by now, as when the order's insert and the payment's webhook ran at once and
+    neither saw the other (migration 0051). Returns how many payments were linked."""
+    async with pool.connection() as conn, conn.cursor(row_factory=scalar_row) as cur:
+        await cur.execute("select storeops.link_unlinked_payments()")
+        return int(await cur.fetchone() or 0)
 
 
 async def process_payment_webhooks(pool: AsyncConnectionPool, limit: int = 500) -> int:

@@ -149,19 +149,26 @@ async def _shipment_poll(ctx, worker) -> object:
 
 
 async def _payment_recovery(ctx, worker) -> object:
-    """Payments of the last 25 hours whose webhooks never came (the platform's API key), then
+    """Payments of the last 25 hours whose webhooks never came (the platform's API key); payments
+    recorded without an order whose order exists by now (storeops.link_unlinked_payments); then
     refunds still pending here whose outcome webhook never came (each with its tenant's key, else
-    the platform's)."""
+    the platform's). A part that fails does not keep the others from running."""
     from runner import payments
 
+    parts = []
     if ctx.settings.razorpay_key_id:
-        now = int(time.time())
-        found = await payments.recover_missed_payments(ctx.pool, ctx.razorpay_client(), now - 25 * 3600, now)
-        done = f"{found} payment state(s) recovered"
+        try:
+            now = int(time.time())
+            found = await payments.recover_missed_payments(ctx.pool, ctx.razorpay_client(), now - 25 * 3600, now)
+            parts.append(f"{found} payment state(s) recovered")
+        except Exception as exc:
+            log.error("missed-payment recovery failed", extra={"error": str(exc)[:300]})
+            parts.append(f"payments failed: {exc.__class__.__name__}: {str(exc)[:200]}")
     else:
-        done = "payments skipped: RAZORPAY_KEY_ID not set"
+        parts.append("payments skipped: RAZORPAY_KEY_ID not set")
+    linked = await payments.link_unlinked_payments(ctx.pool)
     settled = await payments.recover_missed_refunds(ctx.pool, ctx.tenant_razorpay_client)
-    return f"{done}; {settled} refund outcome(s) recovered"
+    return "; ".join(parts + [f"{linked} payment(s) linked to their order", f"{settled} refund outcome(s) recovered"])
 
 
 JOBS = [

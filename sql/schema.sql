@@ -914,6 +914,37 @@ $$;
 COMMENT ON FUNCTION storeops.get_tenant_secrets(p_tenant_id uuid, p_kind text, p_now timestamp with time zone) IS 'The secrets a tenant has active now, newest first; during a rotation both old and new are returned.';
 
 --
+-- Name: link_unlinked_payments(integer, timestamp with time zone); Type: FUNCTION; Schema: storeops; Owner: -
+--
+
+CREATE FUNCTION storeops.link_unlinked_payments(p_limit integer DEFAULT 1000, p_now timestamp with time zone DEFAULT now()) RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+declare
+  v_order storeops.orders;
+  v_linked integer := 0;
+begin
+  for v_order in
+    select o.* from storeops.orders o
+    where o.id in (select o2.id from storeops.razorpay_payments p
+                   join storeops.orders o2 on o2.razorpay_order_id = p.razorpay_order_id and o2.tenant_id = p.tenant_id
+                   where p.order_id is null
+                   limit greatest(coalesce(p_limit, 1000), 0))
+    for update of o skip locked
+  loop
+    v_linked := v_linked + storeops_private.link_order_payments(v_order, p_now);
+  end loop;
+  return v_linked;
+end
+$$;
+
+--
+-- Name: FUNCTION link_unlinked_payments(p_limit integer, p_now timestamp with time zone); Type: COMMENT; Schema: storeops; Owner: -
+--
+
+COMMENT ON FUNCTION storeops.link_unlinked_payments(p_limit integer, p_now timestamp with time zone) IS 'Links payments recorded without an order to their order of the same tenant that exists now (one inserted while the payment''s webhook was applied sees neither the other); returns how many payments. Run by the hourly missed-webhook recovery.';
+
+--
 -- Name: custom_domains; Type: TABLE; Schema: storeops; Owner: -
 --
 
@@ -1432,6 +1463,12 @@ begin
        and p_now - coalesce(v_domain.at_risk_since, v_domain.last_checked_at, p_now) >= interval '7 days' then
       v_status := 'failed';
       v_error := v_error || ' (at risk since ' || to_char(coalesce(v_domain.at_risk_since, v_domain.last_checked_at) at time zone 'UTC', 'YYYY-MM-DD HH24:MI') || ' UTC; 7-day grace over)';
+      -- Given up, as when the queue gives up on a new domain: its live retry ends here, or it would
+      -- check again and, failing, count as a domain never verified (pending).
+      update storeops.operation_retry_queue
+      set status = 'failed', last_error = v_error, completed_at = p_now, locked_by = null, locked_until = null
+      where tenant_id = v_domain.tenant_id and operation_type = 'domain_verify'
+        and operation_id = v_domain.id and status in ('pending', 'processing');
     end if;
   else
     -- Never verified: keep trying on the retry schedule; give up when the queue does.
@@ -1547,6 +1584,12 @@ begin
   if not found then
     raise exception 'refund % does not exist', p_refund_id using errcode = 'P0002';
   end if;
+  if p_refund is null then
+    -- Razorpay could not answer about it for good (e.g. 'The id provided does not exist' under the
+    -- key asked with): asked all the same, so it waits p_recheck instead of going first every run.
+    update storeops.refunds set gateway_checked_at = p_now where id = v_refund.id;
+    return null;
+  end if;
   if v_refund.razorpay_refund_id is null or p_refund ->> 'id' is distinct from v_refund.razorpay_refund_id then
     raise exception 'refund %: Razorpay answered about refund %, expected %', p_refund_id,
       coalesce(p_refund ->> 'id', 'none'), coalesce(v_refund.razorpay_refund_id, 'none')
@@ -1588,7 +1631,7 @@ $$;
 -- Name: FUNCTION record_refund_check(p_refund_id uuid, p_refund jsonb, p_now timestamp with time zone); Type: COMMENT; Schema: storeops; Owner: -
 --
 
-COMMENT ON FUNCTION storeops.record_refund_check(p_refund_id uuid, p_refund jsonb, p_now timestamp with time zone) IS 'Records what Razorpay answered about one of our pending refunds (GET /v1/refunds/:id): when it was asked, and a synthetic refund.processed/refund.failed webhook (event id recovered:<rfnd_id>:<status>) when Razorpay has settled it and we have not; returns the new webhook id or NULL. process_payment_webhooks applies it.';
+COMMENT ON FUNCTION storeops.record_refund_check(p_refund_id uuid, p_refund jsonb, p_now timestamp with time zone) IS 'Records what Razorpay answered about one of our pending refunds (GET /v1/refunds/:id; NULL: no usable answer for good): when it was asked, and a synthetic refund.processed/refund.failed webhook (event id recovered:<rfnd_id>:<status>) when Razorpay has settled it and we have not; returns the new webhook id or NULL. process_payment_webhooks applies it.';
 
 --
 -- Name: refunds; Type: TABLE; Schema: storeops; Owner: -
@@ -2632,6 +2675,91 @@ $$;
 COMMENT ON FUNCTION storeops_private.enable_tenant_rls(p_table regclass, p_tenant_column name, p_tenant_commands text[]) IS 'Turns on RLS with one policy per command and role: tenant rows for storeops_tenant, all rows for storeops_runner.';
 
 --
+-- Name: orders; Type: TABLE; Schema: storeops; Owner: -
+--
+
+CREATE TABLE storeops.orders (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    tenant_id uuid NOT NULL,
+    amount bigint NOT NULL,
+    currency text DEFAULT 'INR'::text NOT NULL,
+    status text DEFAULT 'pending'::text NOT NULL,
+    payment_status text DEFAULT 'pending'::text NOT NULL,
+    razorpay_order_id text,
+    razorpay_payment_id text,
+    amount_paid bigint DEFAULT 0 NOT NULL,
+    refund_amount bigint DEFAULT 0 NOT NULL,
+    paid_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT orders_amount_not_negative CHECK ((amount >= 0)),
+    CONSTRAINT orders_amount_paid_not_negative CHECK ((amount_paid >= 0)),
+    CONSTRAINT orders_currency_iso CHECK ((currency ~ '^[A-Z]{3}$'::text)),
+    CONSTRAINT orders_payment_status_known CHECK ((payment_status = ANY (ARRAY['pending'::text, 'authorized'::text, 'captured'::text, 'failed'::text, 'partially_refunded'::text, 'refunded'::text]))),
+    CONSTRAINT orders_refund_amount_within_paid CHECK (((refund_amount >= 0) AND (refund_amount <= GREATEST(amount_paid, amount)))),
+    CONSTRAINT orders_status_known CHECK ((status = ANY (ARRAY['pending'::text, 'paid'::text, 'shipped'::text, 'delivered'::text, 'cancelled'::text])))
+);
+
+--
+-- Name: TABLE orders; Type: COMMENT; Schema: storeops; Owner: -
+--
+
+COMMENT ON TABLE storeops.orders IS 'A storefront order. amount/amount_paid/refund_amount are minor units (paise) of currency; status only moves forward.';
+
+--
+-- Name: link_order_payments(storeops.orders, timestamp with time zone); Type: FUNCTION; Schema: storeops_private; Owner: -
+--
+
+CREATE FUNCTION storeops_private.link_order_payments(p_order storeops.orders, p_now timestamp with time zone DEFAULT now()) RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+declare
+  v_payment_ids text[];
+  v_deferred storeops.payment_webhooks;
+begin
+  if p_order.razorpay_order_id is null then
+    return 0;
+  end if;
+  with linked as (
+    update storeops.razorpay_payments p
+    set order_id = p_order.id
+    where p.razorpay_order_id = p_order.razorpay_order_id and p.order_id is null
+      and p.tenant_id = p_order.tenant_id
+    returning p.razorpay_payment_id
+  )
+  select array_agg(razorpay_payment_id) into v_payment_ids from linked;
+  if v_payment_ids is null then
+    return 0;
+  end if;
+
+  perform storeops_private.settle_orders(array[p_order.id], p_now);
+  -- Refund events that waited for these payments to have an order: apply them now, under the
+  -- order's lock, each alone (a refund the order's rules refuse fails alone and is retried).
+  for v_deferred in
+    select * from storeops.payment_webhooks
+    where deferred_payment_id = any (v_payment_ids) and not processed
+    order by created_at, id
+    for update skip locked
+  loop
+    begin
+      perform storeops_private.apply_payment_webhook_row(v_deferred, p_now, true, true);
+    exception when others then
+      update storeops.payment_webhooks set error = sqlerrm, attempts = attempts + 1 where id = v_deferred.id;
+      perform storeops.schedule_operation_retry(v_deferred.tenant_id, 'payment_webhook', v_deferred.id,
+        jsonb_build_object('webhook_id', v_deferred.id), sqlerrm, p_now);
+    end;
+  end loop;
+  return cardinality(v_payment_ids);
+end
+$$;
+
+--
+-- Name: FUNCTION link_order_payments(p_order storeops.orders, p_now timestamp with time zone); Type: COMMENT; Schema: storeops_private; Owner: -
+--
+
+COMMENT ON FUNCTION storeops_private.link_order_payments(p_order storeops.orders, p_now timestamp with time zone) IS 'Takes the payments recorded for the order''s Razorpay order without an order (the order''s tenant''s only), settles the order and its reconciliation, and applies refund events deferred for them; returns how many payments it took. The caller holds the order row.';
+
+--
 -- Name: link_payments_to_new_order(); Type: FUNCTION; Schema: storeops_private; Owner: -
 --
 
@@ -2639,34 +2767,8 @@ CREATE FUNCTION storeops_private.link_payments_to_new_order() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'storeops', 'pg_temp'
     AS $$
-declare
-  v_payment_ids text[];
-  v_undeferred integer;
 begin
-  if new.razorpay_order_id is null then
-    return null;
-  end if;
-  with linked as (
-    update storeops.razorpay_payments p
-    set order_id = new.id, tenant_id = new.tenant_id
-    where p.razorpay_order_id = new.razorpay_order_id and p.order_id is null
-      and (p.tenant_id is null or p.tenant_id = new.tenant_id)
-    returning p.razorpay_payment_id
-  )
-  select array_agg(razorpay_payment_id) into v_payment_ids from linked;
-  if v_payment_ids is null then
-    return null;
-  end if;
-
-  perform storeops_private.settle_orders(array[new.id], now());
-
-  update storeops.payment_webhooks
-  set deferred_payment_id = null, outcome = null
-  where deferred_payment_id = any (v_payment_ids) and not processed;
-  get diagnostics v_undeferred = row_count;
-  if v_undeferred > 0 then
-    perform pg_notify('storeops_webhooks', 'payment');
-  end if;
+  perform storeops_private.link_order_payments(new, now());
   return null;
 end
 $$;
@@ -2675,7 +2777,7 @@ $$;
 -- Name: FUNCTION link_payments_to_new_order(); Type: COMMENT; Schema: storeops_private; Owner: -
 --
 
-COMMENT ON FUNCTION storeops_private.link_payments_to_new_order() IS 'Trigger (orders, after insert or update of razorpay_order_id): takes the payments recorded for that Razorpay order without an order (same tenant or none), settles the order and its reconciliation, and releases refund webhooks deferred for those payments to the workers.';
+COMMENT ON FUNCTION storeops_private.link_payments_to_new_order() IS 'Trigger (orders, after insert or update of razorpay_order_id): link_order_payments for the row.';
 
 --
 -- Name: normalize_shiprocket_label(text); Type: FUNCTION; Schema: storeops_private; Owner: -
@@ -3262,38 +3364,6 @@ CREATE TABLE storeops.operation_retry_policies (
 COMMENT ON TABLE storeops.operation_retry_policies IS 'Per operation type overrides of the retry schedule; types without a row get 5 attempts from a 5 minute base.';
 
 --
--- Name: orders; Type: TABLE; Schema: storeops; Owner: -
---
-
-CREATE TABLE storeops.orders (
-    id uuid DEFAULT gen_random_uuid() NOT NULL,
-    tenant_id uuid NOT NULL,
-    amount bigint NOT NULL,
-    currency text DEFAULT 'INR'::text NOT NULL,
-    status text DEFAULT 'pending'::text NOT NULL,
-    payment_status text DEFAULT 'pending'::text NOT NULL,
-    razorpay_order_id text,
-    razorpay_payment_id text,
-    amount_paid bigint DEFAULT 0 NOT NULL,
-    refund_amount bigint DEFAULT 0 NOT NULL,
-    paid_at timestamp with time zone,
-    created_at timestamp with time zone DEFAULT now() NOT NULL,
-    updated_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT orders_amount_not_negative CHECK ((amount >= 0)),
-    CONSTRAINT orders_amount_paid_not_negative CHECK ((amount_paid >= 0)),
-    CONSTRAINT orders_currency_iso CHECK ((currency ~ '^[A-Z]{3}$'::text)),
-    CONSTRAINT orders_payment_status_known CHECK ((payment_status = ANY (ARRAY['pending'::text, 'authorized'::text, 'captured'::text, 'failed'::text, 'partially_refunded'::text, 'refunded'::text]))),
-    CONSTRAINT orders_refund_amount_within_paid CHECK (((refund_amount >= 0) AND (refund_amount <= GREATEST(amount_paid, amount)))),
-    CONSTRAINT orders_status_known CHECK ((status = ANY (ARRAY['pending'::text, 'paid'::text, 'shipped'::text, 'delivered'::text, 'cancelled'::text])))
-);
-
---
--- Name: TABLE orders; Type: COMMENT; Schema: storeops; Owner: -
---
-
-COMMENT ON TABLE storeops.orders IS 'A storefront order. amount/amount_paid/refund_amount are minor units (paise) of currency; status only moves forward.';
-
---
 -- Name: scheduler_ticks; Type: TABLE; Schema: storeops; Owner: -
 --
 
@@ -3843,6 +3913,12 @@ CREATE INDEX razorpay_payments_razorpay_order_idx ON storeops.razorpay_payments 
 --
 
 CREATE INDEX razorpay_payments_tenant_idx ON storeops.razorpay_payments USING btree (tenant_id, created_at DESC);
+
+--
+-- Name: razorpay_payments_unlinked_idx; Type: INDEX; Schema: storeops; Owner: -
+--
+
+CREATE INDEX razorpay_payments_unlinked_idx ON storeops.razorpay_payments USING btree (razorpay_order_id) WHERE (order_id IS NULL);
 
 --
 -- Name: refunds_order_created_idx; Type: INDEX; Schema: storeops; Owner: -

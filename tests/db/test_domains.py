@@ -117,6 +117,7 @@ def test_an_at_risk_domain_fails_at_a_definitive_failure_after_seven_days_of_gra
     assert status == "failed"
     assert error == f"{gone} (at risk since 2026-03-03 10:00 UTC; 7-day grace over)"
     assert verified_at == T0 and at_risk_since(conn, d) is None
+    assert retry_row(conn, d)[0] == "failed"  # its live retry ends: nothing checks it again and makes it pending
     # No longer re-checked as a verified domain would be.
     due = conn.execute("select id from storeops.list_domains_due_for_recheck(interval '0', 100, %s)",
                        (T0 + timedelta(days=30),)).fetchall()

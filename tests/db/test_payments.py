@@ -297,46 +297,70 @@ def test_a_payment_that_came_before_its_order_is_applied_when_the_order_appears(
     tenant_id = make_tenant(conn)
     rzp_order = razorpay_id("order")
     payment = payment_entity(amount=50_000, status="captured", order_id=rzp_order, created_at=T0)
-    # No tenant could be resolved for it (the platform URL, and no order to look the tenant up by).
-    assert deliver(conn, webhook_event("payment.captured", payment=payment, created_at=T0)) == "unknown_order"
+    # On the tenant's webhook URL, before the storefront's order row exists.
+    assert deliver(conn, webhook_event("payment.captured", payment=payment, created_at=T0), tenant_id=tenant_id) == (
+        "unknown_order")
     refund = refund_entity(payment_id=payment["id"], amount=10_000, status="processed", created_at=T0 + 60)
-    assert deliver(conn, webhook_event("refund.processed", refund=refund, created_at=T0 + 60)) == "deferred"
+    assert deliver(conn, webhook_event("refund.processed", refund=refund, created_at=T0 + 60), tenant_id=tenant_id) == (
+        "deferred")
 
     order_id = make_order(conn, tenant_id, amount=50_000, razorpay_order_id=rzp_order)
 
     order = order_row(conn, order_id)
     assert (order["status"], order["payment_status"], order["amount_paid"], order["razorpay_payment_id"]) == (
-        "paid", "captured", 50_000, payment["id"])
+        "paid", "partially_refunded", 50_000, payment["id"])
+    assert order["refund_amount"] == 10_000  # the refund that waited for the payment's order, applied with it
     [recon] = rows(conn, "select * from storeops.payment_reconciliation where razorpay_payment_id = %s", payment["id"])
     assert (recon["status"], recon["reason"], recon["order_id"], recon["tenant_id"]) == (
         "matched", None, order_id, tenant_id)
     [linked] = rows(conn, "select tenant_id, order_id from storeops.razorpay_payments where razorpay_payment_id = %s",
                     payment["id"])
     assert linked == {"tenant_id": tenant_id, "order_id": order_id}
-    # The refund that waited for the payment's order goes back to the workers, and applies.
-    [waiting] = rows(conn, "select processed, outcome, deferred_payment_id from storeops.payment_webhooks "
+    [applied] = rows(conn, "select processed, outcome, deferred_payment_id from storeops.payment_webhooks "
                            "where webhook_type = 'refund.processed' and payload #>> '{payload,refund,entity,id}' = %s",
                      refund["id"])
-    assert waiting == {"processed": False, "outcome": None, "deferred_payment_id": None}
-    assert conn.execute("select storeops.process_payment_webhooks()").fetchone()[0] == 1
-    order = order_row(conn, order_id)
-    assert (order["refund_amount"], order["payment_status"]) == (10_000, "partially_refunded")
+    assert applied == {"processed": True, "outcome": "applied", "deferred_payment_id": None}
+    [row] = rows(conn, "select status, amount, order_id from storeops.refunds where razorpay_refund_id = %s", refund["id"])
+    assert row == {"status": "processed", "amount": 10_000, "order_id": order_id}
 
 
-def test_an_order_that_appears_later_does_not_take_another_tenants_payment(conn):
+def test_an_order_that_appears_later_takes_no_payment_of_another_tenant_or_of_none(conn):
     payer, other = make_tenant(conn, "Payer"), make_tenant(conn, "Other")
-    rzp_order = razorpay_id("order")
+    rzp_order, unclaimed_order = razorpay_id("order"), razorpay_id("order")
     payment = payment_entity(amount=20_000, status="captured", order_id=rzp_order, created_at=T0)
     assert deliver(conn, webhook_event("payment.captured", payment=payment, created_at=T0), tenant_id=payer) == (
         "unknown_order")
-    order_id = make_order(conn, other, amount=20_000, razorpay_order_id=rzp_order)
-    assert (order_row(conn, order_id)["status"], order_row(conn, order_id)["amount_paid"]) == ("pending", 0)
-    [kept] = rows(conn, "select tenant_id, order_id from storeops.razorpay_payments where razorpay_payment_id = %s",
-                  payment["id"])
-    assert kept == {"tenant_id": payer, "order_id": None}
-    [recon] = rows(conn, "select reason from storeops.payment_reconciliation where razorpay_payment_id = %s",
-                   payment["id"])
-    assert recon == {"reason": "unknown_order"}
+    # On the platform's URL with no order to find the tenant by: nobody's yet.
+    unclaimed = payment_entity(amount=20_000, status="captured", order_id=unclaimed_order, created_at=T0)
+    assert deliver(conn, webhook_event("payment.captured", payment=unclaimed, created_at=T0)) == "unknown_order"
+
+    # A tenant writing someone else's Razorpay order id on its order gets neither payment.
+    for rzp, pay in ((rzp_order, payment), (unclaimed_order, unclaimed)):
+        order_id = make_order(conn, other, amount=20_000, razorpay_order_id=rzp)
+        assert (order_row(conn, order_id)["status"], order_row(conn, order_id)["amount_paid"]) == ("pending", 0)
+        [kept] = rows(conn, "select order_id from storeops.razorpay_payments where razorpay_payment_id = %s", pay["id"])
+        assert kept == {"order_id": None}
+        [recon] = rows(conn, "select reason from storeops.payment_reconciliation where razorpay_payment_id = %s",
+                       pay["id"])
+        assert recon == {"reason": "unknown_order"}
+    assert conn.execute("select storeops.link_unlinked_payments()").fetchone()[0] == 0
+
+
+def test_the_hourly_sweep_links_a_payment_whose_order_was_being_inserted_meanwhile(conn):
+    tenant_id = make_tenant(conn)
+    rzp_order = razorpay_id("order")
+    order_id = make_order(conn, tenant_id, amount=40_000, razorpay_order_id=rzp_order)
+    # What the race leaves: the webhook's transaction could not see the order (not yet committed),
+    # and the order's trigger could not see the payment (not yet committed either).
+    conn.execute("""insert into storeops.razorpay_payments
+                      (tenant_id, razorpay_payment_id, razorpay_order_id, amount, currency, status, captured_at)
+                    values (%s, %s, %s, 40000, 'INR', 'captured', %s)""",
+                 (tenant_id, razorpay_id("pay"), rzp_order, at(T0)))
+    assert order_row(conn, order_id)["status"] == "pending"
+    assert conn.execute("select storeops.link_unlinked_payments()").fetchone()[0] == 1
+    order = order_row(conn, order_id)
+    assert (order["status"], order["amount_paid"]) == ("paid", 40_000)
+    assert conn.execute("select storeops.link_unlinked_payments()").fetchone()[0] == 0
 
 
 def test_a_tenant_giving_its_own_order_the_razorpay_order_later_gets_the_payment_through_rls(conn):

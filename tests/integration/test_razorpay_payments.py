@@ -321,9 +321,36 @@ async def test_recover_missed_refunds_leaves_a_refund_razorpay_could_not_be_aske
     async def no_key(tenant_id):
         raise ValueError("no Razorpay API key is configured")
 
+    # No key will not appear within the hour: it counts as asked, and waits its 6 hours like any other.
     assert await payments.recover_missed_refunds(pool, no_key) == 0
-    assert await payments.recover_missed_refunds(pool, client_for) == 1
+    assert _refund_rows(fresh_db)[refund["razorpay_refund_id"]]["gateway_checked_at"] is not None
+    asked = len(razorpay_server.requests_to("GET", "/v1/refunds/"))
+    assert await payments.recover_missed_refunds(pool, client_for) == 0
+    assert len(razorpay_server.requests_to("GET", "/v1/refunds/")) == asked
+    assert await payments.recover_missed_refunds(pool, client_for, recheck=timedelta(0)) == 1
     assert _refund_rows(fresh_db)[refund["razorpay_refund_id"]]["status"] == "processed"
+
+
+async def test_a_refund_razorpay_answers_badly_about_waits_its_turn_and_stops_no_other(
+        fresh_db, pool, client, razorpay_server):
+    shop, (unknown, odd, good) = await _pending_refunds(fresh_db, pool, client, razorpay_server,
+                                                        [5_000, 5_000, 5_000])
+    with psycopg.connect(fresh_db, autocommit=True) as c:  # made under a key that no longer answers for it
+        c.execute("update storeops.refunds set razorpay_refund_id = 'rfnd_NotAtThisKey01' where id = %s",
+                  (unknown["id"],))
+    with razorpay_server._lock:  # a status we do not know
+        next(r for r in razorpay_server.refunds if r["id"] == odd["razorpay_refund_id"])["status"] = "reversed"
+    razorpay_server.settle_refund(good["razorpay_refund_id"], "processed")
+
+    async def client_for(tenant_id):
+        return client
+
+    assert await payments.recover_missed_refunds(pool, client_for) == 1
+    rows = _refund_rows(fresh_db)
+    assert rows[good["razorpay_refund_id"]]["status"] == "processed"
+    for rfnd in ("rfnd_NotAtThisKey01", odd["razorpay_refund_id"]):  # a 400, and an answer we cannot record
+        assert rows[rfnd]["status"] == "pending"
+        assert rows[rfnd]["gateway_checked_at"] is not None  # asked: not first in line again next hour
 
 
 async def test_refunds_to_recover_are_pending_sent_and_past_their_grace(fresh_db, pool, client, razorpay_server):
@@ -371,5 +398,27 @@ async def test_the_hourly_recovery_job_settles_refunds_even_without_a_platform_a
     async with httpx.AsyncClient() as http:
         ctx = Context(settings=Settings(razorpay_api_base=razorpay_server.url), pool=pool, http=http)
         outcome = await job.run(ctx, None)
-    assert outcome == "payments skipped: RAZORPAY_KEY_ID not set; 1 refund outcome(s) recovered"
+    assert outcome == ("payments skipped: RAZORPAY_KEY_ID not set; 0 payment(s) linked to their order; "
+                       "1 refund outcome(s) recovered")
     assert _refund_rows(fresh_db)[refund["razorpay_refund_id"]]["status"] == "failed"
+
+
+async def test_the_hourly_recovery_job_still_settles_refunds_when_the_payment_listing_fails(
+        fresh_db, pool, client, razorpay_server):
+    import httpx
+
+    from runner.config import Settings
+    from runner.context import Context
+    from runner.scheduler import JOBS
+
+    shop, (refund,) = await _pending_refunds(fresh_db, pool, client, razorpay_server, [15_000])
+    razorpay_server.settle_refund(refund["razorpay_refund_id"], "processed")
+    razorpay_server.fail_next(20, 500, path="/v1/payments")  # every try of the payment listing
+    job = next(j for j in JOBS if j.name == "payment_recovery")
+    async with httpx.AsyncClient() as http:
+        settings = Settings(razorpay_api_base=razorpay_server.url, razorpay_key_id=razorpay_server.key_id,
+                            razorpay_key_secret=razorpay_server.key_secret)
+        outcome = await job.run(Context(settings=settings, pool=pool, http=http), None)
+    assert outcome.startswith("payments failed: RazorpayError")
+    assert outcome.endswith("; 0 payment(s) linked to their order; 1 refund outcome(s) recovered")
+    assert _refund_rows(fresh_db)[refund["razorpay_refund_id"]]["status"] == "processed"
