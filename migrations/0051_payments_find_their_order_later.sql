@@ -113,7 +113,11 @@ begin
                    limit greatest(coalesce(p_limit, 1000), 0))
     for update of o skip locked
   loop
-    v_linked := v_linked + storeops_private.link_order_payments(v_order, p_now);
+    begin  -- each order alone: one that fails (e.g. a refund rule) keeps no other from being linked
+      v_linked := v_linked + storeops_private.link_order_payments(v_order, p_now);
+    exception when others then
+      raise warning 'link_unlinked_payments: order % could not take its payments: %', v_order.id, sqlerrm;
+    end;
   end loop;
   return v_linked;
 end

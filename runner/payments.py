@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import httpx
 import psycopg
 from psycopg.rows import class_row, scalar_row
 from psycopg.types.json import Jsonb
@@ -281,8 +282,10 @@ async def recover_missed_refunds(pool: AsyncConnectionPool,
     whose refund.processed / refund.failed webhook has not come (storeops.list_refunds_to_recover),
     and apply the outcome of those Razorpay has settled, as synthetic webhooks through the same SQL
     as real ones. `client_for(tenant_id)` gives the client for the account the refund was made with
-    (the tenant's own API key, else the platform's). A refund Razorpay could not be asked about is
-    left for the next run. Returns how many refunds were settled."""
+    (the tenant's own API key, else the platform's). When Razorpay cannot be reached or answers
+    5xx/429, the run stops there (each refund would wait out the client's timeouts and retries, and
+    the scheduler runs its jobs one after another): that refund and the rest are asked first next
+    run. Returns how many refunds were settled."""
     async with pool.connection() as conn, conn.cursor() as cur:
         await cur.execute(LIST_REFUNDS_TO_RECOVER, {"older_than": older_than, "recheck": recheck, "limit": limit})
         due = await cur.fetchall()
@@ -293,11 +296,13 @@ async def recover_missed_refunds(pool: AsyncConnectionPool,
             client = await client_for(tenant_id)
             entity = await client.fetch_refund(razorpay_refund_id)
         except (RazorpayError, ValueError) as exc:
-            lasting = isinstance(exc, ValueError) or not exc.retryable  # no key, or a 4xx: asking again soon won't help
             log.warning("could not ask Razorpay about a pending refund", extra={**where, "error": str(exc)[:300]})
-            entity = None
-            if not lasting:
-                continue  # unreachable, 5xx, 429: the next run asks it first
+            if isinstance(exc, RazorpayError) and exc.retryable:
+                break  # unreachable, 5xx, 429: this one and the rest go first next run
+            entity = None  # no key, or a 4xx: asking again soon won't help; recorded as asked
+        except (psycopg.Error, httpx.HTTPError) as exc:  # the key's lookup, or HTTP trouble the client did not wrap
+            log.warning("could not ask Razorpay about a pending refund", extra={**where, "error": str(exc)[:300]})
+            break
         try:
             async with pool.connection() as conn, conn.cursor(row_factory=scalar_row) as cur:
                 await cur.execute(RECORD_REFUND_CHECK, {"refund_id": refund_id,

@@ -155,20 +155,25 @@ async def _payment_recovery(ctx, worker) -> object:
     the platform's). A part that fails does not keep the others from running."""
     from runner import payments
 
+    async def recovered_payments() -> int:
+        now = int(time.time())
+        return await payments.recover_missed_payments(ctx.pool, ctx.razorpay_client(), now - 25 * 3600, now)
+
+    steps = [("payments", "payment state(s) recovered", recovered_payments if ctx.settings.razorpay_key_id else None),
+             ("links", "payment(s) linked to their order", lambda: payments.link_unlinked_payments(ctx.pool)),
+             ("refunds", "refund outcome(s) recovered",
+              lambda: payments.recover_missed_refunds(ctx.pool, ctx.tenant_razorpay_client))]
     parts = []
-    if ctx.settings.razorpay_key_id:
+    for name, what, step in steps:
+        if step is None:
+            parts.append(f"{name} skipped: RAZORPAY_KEY_ID not set")
+            continue
         try:
-            now = int(time.time())
-            found = await payments.recover_missed_payments(ctx.pool, ctx.razorpay_client(), now - 25 * 3600, now)
-            parts.append(f"{found} payment state(s) recovered")
-        except Exception as exc:
-            log.error("missed-payment recovery failed", extra={"error": str(exc)[:300]})
-            parts.append(f"payments failed: {exc.__class__.__name__}: {str(exc)[:200]}")
-    else:
-        parts.append("payments skipped: RAZORPAY_KEY_ID not set")
-    linked = await payments.link_unlinked_payments(ctx.pool)
-    settled = await payments.recover_missed_refunds(ctx.pool, ctx.tenant_razorpay_client)
-    return "; ".join(parts + [f"{linked} payment(s) linked to their order", f"{settled} refund outcome(s) recovered"])
+            parts.append(f"{await step()} {what}")
+        except Exception as exc:  # the other steps still run; the job reports the failure
+            log.error("missed-webhook recovery step failed", extra={"step": name, "error": str(exc)[:300]})
+            parts.append(f"{name} failed: {exc.__class__.__name__}: {str(exc)[:200]}")
+    return "; ".join(parts)
 
 
 JOBS = [
