@@ -2138,6 +2138,30 @@ $$;
 COMMENT ON FUNCTION storeops_private.alert_on_reconciliation_mismatch() IS 'A payment that does not match its order raises an alert, from whichever writer found it.';
 
 --
+-- Name: alert_on_refund_failed(); Type: FUNCTION; Schema: storeops_private; Owner: -
+--
+
+CREATE FUNCTION storeops_private.alert_on_refund_failed() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+begin
+  if new.status = 'failed' and (tg_op = 'INSERT' or old.status is distinct from 'failed') then
+    perform storeops.raise_alert('refund_failed', new.tenant_id, jsonb_build_object(
+      'refund_id', new.id, 'order_id', new.order_id, 'razorpay_refund_id', new.razorpay_refund_id,
+      'razorpay_payment_id', new.razorpay_payment_id, 'amount', new.amount, 'currency', new.currency,
+      'source', new.source, 'error', new.error));
+  end if;
+  return new;
+end
+$$;
+
+--
+-- Name: FUNCTION alert_on_refund_failed(); Type: COMMENT; Schema: storeops_private; Owner: -
+--
+
+COMMENT ON FUNCTION storeops_private.alert_on_refund_failed() IS 'A refund that fails raises a refund_failed alert, whoever marked it failed.';
+
+--
 -- Name: payment_webhooks; Type: TABLE; Schema: storeops; Owner: -
 --
 
@@ -4109,6 +4133,12 @@ CREATE TRIGGER payment_reconciliation_set_updated_at BEFORE UPDATE ON storeops.p
 --
 
 CREATE TRIGGER razorpay_payments_set_updated_at BEFORE UPDATE ON storeops.razorpay_payments FOR EACH ROW EXECUTE FUNCTION storeops_private.set_updated_at();
+
+--
+-- Name: refunds refunds_alert_failed; Type: TRIGGER; Schema: storeops; Owner: -
+--
+
+CREATE TRIGGER refunds_alert_failed AFTER INSERT OR UPDATE OF status ON storeops.refunds FOR EACH ROW EXECUTE FUNCTION storeops_private.alert_on_refund_failed();
 
 --
 -- Name: refunds refunds_set_updated_at; Type: TRIGGER; Schema: storeops; Owner: -

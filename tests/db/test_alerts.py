@@ -1,6 +1,8 @@
-"""Alerts are raised by triggers, whoever writes: a failed operation and a reconciliation mismatch."""
+"""Alerts are raised by triggers, whoever writes: a failed operation, a reconciliation mismatch, a failed refund."""
 
 import uuid
+
+from support import make_order, make_tenant
 
 
 def test_an_operation_reaching_failed_raises_one_alert(conn):
@@ -51,3 +53,27 @@ def test_daily_review_alerts_on_stale_mismatches_and_refunds_waiting_for_a_payme
     kinds = {r[0]: r[1] for r in conn.execute("select kind, details from storeops.alerts").fetchall()}
     assert kinds["refund_waiting_for_payment"] == {"deferred_older_than_1_day": 1}
     assert kinds["reconciliation_stale"] == {"open_older_than_1_day": 1}
+
+
+def test_a_refund_that_fails_raises_one_alert_whoever_marks_it(conn):
+    tenant = make_tenant(conn)
+    order = make_order(conn, tenant, amount=50_000)
+    refund = conn.execute("""insert into storeops.refunds (tenant_id, order_id, razorpay_refund_id, amount, status)
+                             values (%s, %s, 'rfnd_AlertTest0001', 20000, 'pending') returning id""",
+                          (tenant, order)).fetchone()[0]
+    assert conn.execute("select count(*) from storeops.alerts").fetchone()[0] == 0
+    conn.execute("update storeops.refunds set status = 'failed', error = 'Razorpay reported the refund failed' "
+                 "where id = %s", (refund,))
+    conn.execute("update storeops.refunds set reason = 'looked at it' where id = %s", (refund,))
+    conn.execute("update storeops.refunds set status = 'failed' where id = %s", (refund,))  # again: no second alert
+    rows = conn.execute("select kind, tenant_id, details from storeops.alerts").fetchall()
+    assert len(rows) == 1
+    kind, tenant_id, details = rows[0]
+    assert (kind, tenant_id) == ("refund_failed", tenant)
+    assert (details["refund_id"], details["order_id"], details["amount"], details["currency"]) == (
+        str(refund), str(order), 20_000, "INR")
+    assert details["error"] == "Razorpay reported the refund failed"
+    # One that arrives failed (a dashboard refund's refund.failed) raises its own.
+    conn.execute("""insert into storeops.refunds (tenant_id, order_id, razorpay_refund_id, amount, status, source)
+                    values (%s, %s, 'rfnd_AlertTest0002', 5000, 'failed', 'dashboard')""", (tenant, order))
+    assert conn.execute("select count(*) from storeops.alerts where kind = 'refund_failed'").fetchone()[0] == 2
