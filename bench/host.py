@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -115,11 +116,6 @@ def pressure(window: float = PRESSURE_WINDOW_S) -> dict[str, float]:
     return out
 
 
-def _percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p * (len(ordered) - 1) + 0.5))]
-
-
 def probe(directory: Path, when: str = "") -> dict:
     """One probe (see the module docstring); `when` names the moment in the report."""
     stalls = pressure()  # first, so that the probe's own fsyncs are not counted
@@ -127,7 +123,7 @@ def probe(directory: Path, when: str = "") -> dict:
     return {
         "when": when,
         "cpu_ms": round(cpu_ms(), 1),
-        "fsync_p50_ms": round(_percentile(fsyncs, 0.5), 2),
+        "fsync_p50_ms": round(statistics.median(fsyncs), 2),
         "fsync_max_ms": round(max(fsyncs), 2),
         "fsyncs": len(fsyncs),
         **stalls,
@@ -150,6 +146,7 @@ def table(probes: list[dict]) -> list[str]:
              "kernel's pressure-stall counters (/proc/pressure).", "",
              "| when | Python loop ms | fsync p50 ms | fsync max ms | I/O some % | I/O full % | CPU some % |",
              "|---|---|---|---|---|---|---|"]
+
     def fsyncs(p: dict) -> str:
         short = "" if p["fsyncs"] >= FSYNCS else f" ({p['fsyncs']} done in {FSYNC_BUDGET_S:g} s)"
         return f"{p['fsync_max_ms']:.2f}{short}"
