@@ -41,7 +41,7 @@ async def readyz(request: Request) -> Response:
 
 
 async def refresh_gauges(ctx: Context) -> None:
-    """Queue depth, backlog, health and mismatches straight from the database."""
+    """Queue depth, backlog, health, mismatches and refunds owed straight from the database."""
     async with ctx.pool.connection(timeout=2.0) as conn:
         rows = await (await conn.execute(
             "select status, operation_type, count(*) from storeops.operation_retry_queue group by 1, 2")).fetchall()
@@ -65,6 +65,11 @@ async def refresh_gauges(ctx: Context) -> None:
         row = await (await conn.execute(
             "select count(*) from storeops.payment_reconciliation where status = 'mismatch'")).fetchone()
         metrics.RECON_MISMATCHES.set(row[0])
+        rows = await (await conn.execute(
+            "select currency, count(*) from storeops.refunds_owed group by 1")).fetchall()
+        metrics.REFUNDS_OWED.clear()  # how much: `storeops status`, in exact paise
+        for currency, count in rows:
+            metrics.REFUNDS_OWED.labels(currency).set(count)
 
 
 async def metrics_endpoint(request: Request) -> Response:

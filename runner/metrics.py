@@ -39,3 +39,5 @@ HEALTH_LATENCY = Gauge("storeops_health_response_ms", "Last health check respons
                        registry=REGISTRY)
 RECON_MISMATCHES = Gauge("storeops_reconciliation_open_mismatches", "Reconciliation rows in mismatch",
                          registry=REGISTRY)
+REFUNDS_OWED = Gauge("storeops_refunds_owed_orders", "Cancelled orders still holding money not refunded",
+                     ["currency"], registry=REGISTRY)

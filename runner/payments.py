@@ -12,6 +12,10 @@ Missed-webhook recovery (hourly, by the scheduler) lists Razorpay's payments of 
 applies the states that never reached us (recover_missed_payments), and asks Razorpay about each
 refund still pending here under a rfnd_ id whose outcome webhook has not come
 (recover_missed_refunds, migration 0050).
+
+A cancelled order still holding the customer's money (storeops.refunds_owed, migration 0054) is
+refunded by the runner itself when its tenant opted in (tenants.auto_refund_cancelled): once per
+order, under a key derived from the order (refund_cancelled_orders).
 """
 
 from __future__ import annotations
@@ -120,6 +124,9 @@ PROCESS_PAYMENT_WEBHOOKS = "select storeops.process_payment_webhooks(%(limit)s) 
 LIST_REFUNDS_TO_RECOVER = ("select refund_id, tenant_id, razorpay_refund_id from storeops.list_refunds_to_recover("
                            "%(older_than)s, %(recheck)s, %(limit)s)")
 RECORD_REFUND_CHECK = "select storeops.record_refund_check(%(refund_id)s, %(refund)s) as webhook_id"
+LIST_AUTO_REFUNDS = ("select tenant_id, order_id, owed, currency from storeops.refunds_owed "
+                     "where auto_refund and auto_refund_id is null order by order_updated_at, order_id limit %(limit)s")
+AUTO_REFUND_REASON = "order cancelled: refunded automatically"
 # A refund's own webhook gets this long before recovery asks Razorpay; then at most every REFUND_RECHECK.
 REFUND_GRACE = timedelta(minutes=30)
 REFUND_RECHECK = timedelta(hours=6)
@@ -319,6 +326,49 @@ async def recover_missed_refunds(pool: AsyncConnectionPool,
     if settled:
         await process_payment_webhooks(pool)
     return settled
+
+
+async def refund_cancelled_orders(pool: AsyncConnectionPool,
+                                  client_for: Callable[[Any], Awaitable[RazorpayClient]], *,
+                                  limit: int = 100) -> tuple[int, int]:
+    """Refund what each cancelled order of an opted-in tenant still holds (storeops.refunds_owed:
+    amount paid less processed and pending refunds), through create_refund like any refund, under
+    the order's own idempotency key (storeops.cancelled_order_refund_key): an order gets at most one
+    automatic refund, however often this runs and however many runners run it at once (a second
+    request with the key is the same refund, and Razorpay dedupes the call). request_refund's checks
+    under the order lock guard against a person refunding the same order meanwhile: asked for more
+    than is left, it refuses, and the next run asks for what is left then.
+
+    An order this cannot refund (no single payment covers it, as with a duplicate capture; the
+    tenant has no API key) is logged and left to a person, who has had a refund_owed alert; a
+    database or network error stops the run, and the rest wait for the next one. Razorpay's own
+    answers are create_refund's: unreachable or 5xx leaves the refund pending and queued for a
+    retry with the same key, a refusal marks it failed (and raises refund_failed).
+    Returns (refunds requested, orders left for a later run or a person)."""
+    async with pool.connection() as conn, conn.cursor() as cur:
+        await cur.execute(LIST_AUTO_REFUNDS, {"limit": limit})
+        due = await cur.fetchall()
+    made = left = 0
+    for tenant_id, order_id, owed, currency in due:
+        where = {"tenant_id": str(tenant_id), "order_id": str(order_id), "amount": owed, "currency": currency}
+        try:
+            client = await client_for(tenant_id)
+            async with pool.connection() as conn, conn.cursor(row_factory=scalar_row) as cur:
+                await cur.execute("select storeops.cancelled_order_refund_key(%s)", (order_id,))
+                key = await cur.fetchone()
+            refund = await create_refund(pool, client, tenant_id, order_id, owed, AUTO_REFUND_REASON, key)
+        except (RefundRejected, ValueError) as exc:  # this order only: refused by our checks, or no API key
+            left += 1
+            log.warning("could not refund a cancelled order automatically", extra={**where, "error": str(exc)[:300]})
+            continue
+        except (psycopg.Error, httpx.HTTPError) as exc:  # the database or the network: the rest wait for the next run
+            left += len(due) - made - left
+            log.warning("automatic refunds of cancelled orders stopped", extra={**where, "error": str(exc)[:300]})
+            break
+        made += 1
+        log.info("cancelled order refunded automatically", extra={
+            **where, "refund_id": refund["id"], "status": refund["status"], "note": refund.get("note")})
+    return made, left
 
 
 async def link_unlinked_payments(pool: AsyncConnectionPool) -> int:

@@ -11,6 +11,7 @@
 | ssl_checks | 1 day | TLS certificate of each verified domain: issuer, expiry, hostname match |
 | shipment_poll | 1 hour | shipments without an update for 6 hours, via the tracking API |
 | payment_recovery | 1 hour | Razorpay payments of the last 25 hours that never arrived as webhooks |
+| refund_cancelled_orders | 15 min | cancelled orders still holding money, of tenants that opted in (auto_refund_cancelled) |
 """
 
 from __future__ import annotations
@@ -176,6 +177,13 @@ async def _payment_recovery(ctx, worker) -> object:
     return "; ".join(parts)
 
 
+async def _refund_cancelled_orders(ctx, worker) -> object:
+    from runner import payments
+
+    made, left = await payments.refund_cancelled_orders(ctx.pool, ctx.tenant_razorpay_client)
+    return f"{made} cancelled order(s) refunded; {left} left for a person or the next run"
+
+
 JOBS = [
     Job("process_retries", 300, _process_retries),
     Job("health_checks", 900, _health),
@@ -185,6 +193,7 @@ JOBS = [
     Job("ssl_checks", 86400, _ssl_checks),
     Job("shipment_poll", 3600, _shipment_poll),
     Job("payment_recovery", 3600, _payment_recovery),
+    Job("refund_cancelled_orders", 900, _refund_cancelled_orders),
 ]
 
 

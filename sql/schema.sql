@@ -300,6 +300,22 @@ $$;
 
 COMMENT ON FUNCTION storeops.apply_tracking_event(p_tenant_id uuid, p_event jsonb, p_source text, p_now timestamp with time zone) IS 'Applies one Shiprocket tracking event (webhook body or converted poll result): history once, current status by greatest (terminal, time), order forward only. Returns applied, history or duplicate; raises P0002 when no shipment matches so the event is retried.';
 
+--
+-- Name: cancelled_order_refund_key(uuid); Type: FUNCTION; Schema: storeops; Owner: -
+--
+
+CREATE FUNCTION storeops.cancelled_order_refund_key(p_order_id uuid) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+  select 'cancelled-' || p_order_id::text
+$$;
+
+--
+-- Name: FUNCTION cancelled_order_refund_key(p_order_id uuid); Type: COMMENT; Schema: storeops; Owner: -
+--
+
+COMMENT ON FUNCTION storeops.cancelled_order_refund_key(p_order_id uuid) IS 'The idempotency key of the automatic refund of a cancelled order: one per order, whoever asks and however often.';
+
 SET default_tablespace = '';
 
 SET default_table_access_method = heap;
@@ -2162,6 +2178,41 @@ $$;
 COMMENT ON FUNCTION storeops_private.alert_on_refund_failed() IS 'A refund that fails raises a refund_failed alert, whoever marked it failed.';
 
 --
+-- Name: alert_on_refund_owed(); Type: FUNCTION; Schema: storeops_private; Owner: -
+--
+
+CREATE FUNCTION storeops_private.alert_on_refund_owed() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+declare
+  v_processed bigint;
+  v_pending bigint;
+begin
+  select coalesce(sum(amount) filter (where status = 'processed'), 0)::bigint,
+         coalesce(sum(amount) filter (where status = 'pending'), 0)::bigint
+  into v_processed, v_pending
+  from storeops.refunds
+  where order_id = new.id and currency = new.currency;
+  if new.amount_paid - v_processed - v_pending > 0 then
+    perform storeops.raise_alert('refund_owed', new.tenant_id, jsonb_build_object(
+      'order_id', new.id, 'razorpay_order_id', new.razorpay_order_id, 'currency', new.currency,
+      'amount_paid', new.amount_paid, 'refunded', v_processed, 'refund_pending', v_pending,
+      'owed', new.amount_paid - v_processed - v_pending,
+      'auto_refund', coalesce((select auto_refund_cancelled from storeops.tenants where id = new.tenant_id), false),
+      'why', case when old.status = 'cancelled' then 'captured after the order was cancelled'
+                  else 'cancelled after its payment was captured' end));
+  end if;
+  return new;
+end
+$$;
+
+--
+-- Name: FUNCTION alert_on_refund_owed(); Type: COMMENT; Schema: storeops_private; Owner: -
+--
+
+COMMENT ON FUNCTION storeops_private.alert_on_refund_owed() IS 'A cancelled order holding money not refunded raises a refund_owed alert: when it is cancelled, and when more is captured on it later.';
+
+--
 -- Name: payment_webhooks; Type: TABLE; Schema: storeops; Owner: -
 --
 
@@ -3392,6 +3443,66 @@ CREATE TABLE storeops.operation_retry_policies (
 COMMENT ON TABLE storeops.operation_retry_policies IS 'Per operation type overrides of the retry schedule; types without a row get 5 attempts from a 5 minute base.';
 
 --
+-- Name: tenants; Type: TABLE; Schema: storeops; Owner: -
+--
+
+CREATE TABLE storeops.tenants (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    name text NOT NULL,
+    slug text,
+    razorpay_account_id text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    auto_refund_cancelled boolean DEFAULT false NOT NULL,
+    CONSTRAINT tenants_name_not_blank CHECK ((btrim(name) <> ''::text)),
+    CONSTRAINT tenants_razorpay_account_id_format CHECK (((razorpay_account_id IS NULL) OR (razorpay_account_id ~ '^acc_[A-Za-z0-9]+$'::text)))
+);
+
+--
+-- Name: TABLE tenants; Type: COMMENT; Schema: storeops; Owner: -
+--
+
+COMMENT ON TABLE storeops.tenants IS 'One merchant store. razorpay_account_id, when set, is cross-checked against the account_id of each Razorpay webhook.';
+
+--
+-- Name: COLUMN tenants.auto_refund_cancelled; Type: COMMENT; Schema: storeops; Owner: -
+--
+
+COMMENT ON COLUMN storeops.tenants.auto_refund_cancelled IS 'When true, the runner refunds what a cancelled order still holds (storeops.refunds_owed), once per order.';
+
+--
+-- Name: refunds_owed; Type: VIEW; Schema: storeops; Owner: -
+--
+
+CREATE VIEW storeops.refunds_owed WITH (security_invoker='true') AS
+ SELECT o.tenant_id,
+    o.id AS order_id,
+    o.razorpay_order_id,
+    o.currency,
+    o.amount_paid,
+    r.processed AS refunded,
+    r.pending AS refund_pending,
+    ((o.amount_paid - r.processed) - r.pending) AS owed,
+    o.updated_at AS order_updated_at,
+    t.auto_refund_cancelled AS auto_refund,
+    a.id AS auto_refund_id,
+    a.status AS auto_refund_status
+   FROM (((storeops.orders o
+     JOIN storeops.tenants t ON ((t.id = o.tenant_id)))
+     LEFT JOIN LATERAL ( SELECT (COALESCE(sum(x.amount) FILTER (WHERE (x.status = 'processed'::text)), (0)::numeric))::bigint AS processed,
+            (COALESCE(sum(x.amount) FILTER (WHERE (x.status = 'pending'::text)), (0)::numeric))::bigint AS pending
+           FROM storeops.refunds x
+          WHERE ((x.order_id = o.id) AND (x.currency = o.currency))) r ON (true))
+     LEFT JOIN storeops.refunds a ON ((a.idempotency_key = storeops.cancelled_order_refund_key(o.id))))
+  WHERE ((o.status = 'cancelled'::text) AND (o.amount_paid > o.refund_amount) AND (((o.amount_paid - r.processed) - r.pending) > 0));
+
+--
+-- Name: VIEW refunds_owed; Type: COMMENT; Schema: storeops; Owner: -
+--
+
+COMMENT ON VIEW storeops.refunds_owed IS 'Cancelled orders still holding the customer''s money (minor units): owed = amount_paid - processed - pending refunds. auto_refund_id/status: the automatic refund, once made.';
+
+--
 -- Name: scheduler_ticks; Type: TABLE; Schema: storeops; Owner: -
 --
 
@@ -3567,27 +3678,6 @@ CREATE TABLE storeops.tenant_secrets (
 --
 
 COMMENT ON TABLE storeops.tenant_secrets IS 'Per-tenant provider secrets; override the platform-wide env vars. Readable only by storeops_runner; expires_at ends a rotated secret.';
-
---
--- Name: tenants; Type: TABLE; Schema: storeops; Owner: -
---
-
-CREATE TABLE storeops.tenants (
-    id uuid DEFAULT gen_random_uuid() NOT NULL,
-    name text NOT NULL,
-    slug text,
-    razorpay_account_id text,
-    created_at timestamp with time zone DEFAULT now() NOT NULL,
-    updated_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT tenants_name_not_blank CHECK ((btrim(name) <> ''::text)),
-    CONSTRAINT tenants_razorpay_account_id_format CHECK (((razorpay_account_id IS NULL) OR (razorpay_account_id ~ '^acc_[A-Za-z0-9]+$'::text)))
-);
-
---
--- Name: TABLE tenants; Type: COMMENT; Schema: storeops; Owner: -
---
-
-COMMENT ON TABLE storeops.tenants IS 'One merchant store. razorpay_account_id, when set, is cross-checked against the account_id of each Razorpay webhook.';
 
 --
 -- Name: alerts alerts_pkey; Type: CONSTRAINT; Schema: storeops; Owner: -
@@ -3871,6 +3961,12 @@ CREATE INDEX operation_retry_queue_type_status_idx ON storeops.operation_retry_q
 CREATE INDEX orders_razorpay_payment_id_idx ON storeops.orders USING btree (razorpay_payment_id) WHERE (razorpay_payment_id IS NOT NULL);
 
 --
+-- Name: orders_refund_owed_idx; Type: INDEX; Schema: storeops; Owner: -
+--
+
+CREATE INDEX orders_refund_owed_idx ON storeops.orders USING btree (updated_at) WHERE ((status = 'cancelled'::text) AND (amount_paid > refund_amount));
+
+--
 -- Name: orders_tenant_created_idx; Type: INDEX; Schema: storeops; Owner: -
 --
 
@@ -4097,6 +4193,12 @@ CREATE TRIGGER operation_retry_queue_alert_failed AFTER INSERT OR UPDATE OF stat
 --
 
 CREATE TRIGGER operation_retry_queue_set_updated_at BEFORE UPDATE ON storeops.operation_retry_queue FOR EACH ROW EXECUTE FUNCTION storeops_private.set_updated_at();
+
+--
+-- Name: orders orders_alert_refund_owed; Type: TRIGGER; Schema: storeops; Owner: -
+--
+
+CREATE TRIGGER orders_alert_refund_owed AFTER UPDATE OF status, amount_paid ON storeops.orders FOR EACH ROW WHEN (((new.status = 'cancelled'::text) AND (new.amount_paid > new.refund_amount) AND ((old.status IS DISTINCT FROM 'cancelled'::text) OR (new.amount_paid > old.amount_paid)))) EXECUTE FUNCTION storeops_private.alert_on_refund_owed();
 
 --
 -- Name: orders orders_link_payments; Type: TRIGGER; Schema: storeops; Owner: -

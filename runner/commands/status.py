@@ -29,6 +29,11 @@ SECTIONS = [
     ("Reconciliation needing attention", """
         select status, reason, count(*) as rows, sum(received_amount - coalesce(expected_amount, 0)) as net_difference_paise
         from storeops.payment_reconciliation where status in ('pending', 'mismatch') group by 1, 2 order by 1, 2"""),
+    ("Refunds owed on cancelled orders", """
+        select currency, count(*) as orders, sum(owed) as owed_paise,
+               count(*) filter (where auto_refund and auto_refund_id is null) as auto_refund_due,
+               min(order_updated_at) as oldest
+        from storeops.refunds_owed group by 1 order by 1"""),
     ("Last health checks", """
         select distinct on (check_type) check_type, status, response_time_ms, error, checked_at
         from storeops.system_health_checks order by check_type, checked_at desc"""),
@@ -36,7 +41,7 @@ SECTIONS = [
 
 
 def register(sub) -> None:
-    p = sub.add_parser("status", help="monitoring at a glance: backlog, 24 h stats, retries, mismatches, health")
+    p = sub.add_parser("status", help="monitoring at a glance: backlog, 24 h stats, retries, mismatches, refunds owed, health")
     p.set_defaults(func=cmd_status)
 
 

@@ -53,6 +53,10 @@ def test_status_shows_backlog_retries_and_mismatches(fresh_db):
         c.execute("select storeops.schedule_operation_retry(null, 'refund_create', gen_random_uuid(), '{}', 'gateway timeout')")
         c.execute("""insert into storeops.payment_reconciliation (received_amount, expected_amount, status, reason, razorpay_payment_id)
                      values (900, 1000, 'mismatch', 'under', 'pay_X')""")
+        tenant = c.execute("insert into storeops.tenants (name) values ('M') returning id").fetchone()[0]
+        c.execute("""insert into storeops.orders (tenant_id, amount, amount_paid, payment_status)
+                     values (%s, 123456, 123456, 'captured')""", (tenant,))
+        c.execute("update storeops.orders set status = 'cancelled'")
     result = _cli(fresh_db, "status")
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -60,6 +64,8 @@ def test_status_shows_backlog_retries_and_mismatches(fresh_db):
     assert "payment.captured" in out
     assert "refund_create" in out and "pending" in out
     assert "mismatch" in out and "under" in out and "-100" in out
+    owed = out.split("== Refunds owed on cancelled orders", 1)[1].split("==", 1)[0]
+    assert "INR" in owed and "123456" in owed
 
 
 def test_verify_domain_cli_logs_an_attempt(fresh_db, knot):  # noqa: F811

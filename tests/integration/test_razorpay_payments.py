@@ -434,3 +434,105 @@ async def test_the_hourly_recovery_job_still_settles_refunds_when_the_payment_li
     assert outcome.startswith("payments failed: RazorpayError")
     assert outcome.endswith("; 0 payment(s) linked to their order; 1 refund outcome(s) recovered")
     assert _refund_rows(fresh_db)[refund["razorpay_refund_id"]]["status"] == "processed"
+
+
+def _cancel(db_url: str, *order_ids) -> None:
+    with psycopg.connect(db_url, autocommit=True) as c:
+        c.execute("update storeops.orders set status = 'cancelled' where id = any (%s)", (list(order_ids),))
+
+
+def _opt_in(db_url: str, tenant_id) -> None:
+    with psycopg.connect(db_url, autocommit=True) as c:
+        c.execute("update storeops.tenants set auto_refund_cancelled = true where id = %s", (tenant_id,))
+
+
+async def test_cancelled_orders_of_a_tenant_that_opted_in_are_refunded_once(fresh_db, pool, client, razorpay_server):
+    returned = paid_order(fresh_db, razorpay_server, amount=50_000)
+    tenant = returned["tenant_id"]
+    partly = paid_order(fresh_db, razorpay_server, amount=80_000, tenant_id=tenant)
+    kept = paid_order(fresh_db, razorpay_server, amount=30_000, tenant_id=tenant)  # delivered: not cancelled
+    other = paid_order(fresh_db, razorpay_server, amount=40_000)  # another tenant, not opted in
+    await payments.create_refund(pool, client, tenant, partly["order_id"], 30_000, "shipping kept back")
+    _cancel(fresh_db, returned["order_id"], partly["order_id"], other["order_id"])
+    _opt_in(fresh_db, tenant)
+
+    async def client_for(tenant_id):
+        return client
+
+    assert await payments.refund_cancelled_orders(pool, client_for) == (2, 0)
+    sent = {(json.loads(r.body)["amount"], r.headers["X-Refund-Idempotency"])
+            for r in razorpay_server.requests_to("POST", "/refund")}
+    by_order = {row["order_id"]: row for row in query(
+        fresh_db, "select order_id, amount, status, idempotency_key, reason from storeops.refunds "
+                  "where reason = %s", payments.AUTO_REFUND_REASON)}
+    assert set(by_order) == {returned["order_id"], partly["order_id"]}
+    assert by_order[returned["order_id"]]["amount"] == 50_000
+    assert by_order[partly["order_id"]]["amount"] == 50_000  # 80,000 paid, 30,000 refunded before
+    assert {row["status"] for row in by_order.values()} == {"processed"}
+    assert {(a, k) for a, k in sent if k.startswith("cancelled-")} == {
+        (50_000, f"cancelled-{returned['order_id']}"), (50_000, f"cancelled-{partly['order_id']}")}
+    assert query(fresh_db, "select order_id from storeops.refunds_owed") == [{"order_id": other["order_id"]}]
+    [kept_order] = query(fresh_db, "select refund_amount from storeops.orders where id = %s", kept["order_id"])
+    assert kept_order == {"refund_amount": 0}
+
+    # Again: nothing is owed by an opted-in tenant any more, and nothing is sent.
+    before = len(razorpay_server.requests_to("POST", "/refund"))
+    assert await payments.refund_cancelled_orders(pool, client_for) == (0, 0)
+    assert len(razorpay_server.requests_to("POST", "/refund")) == before
+
+
+async def test_an_automatic_refund_razorpay_refuses_is_not_asked_again(fresh_db, pool, client, razorpay_server):
+    shop = paid_order(fresh_db, razorpay_server)
+    _cancel(fresh_db, shop["order_id"])
+    _opt_in(fresh_db, shop["tenant_id"])
+
+    async def client_for(tenant_id):
+        return client
+
+    razorpay_server.fail_next(1, 400)
+    assert await payments.refund_cancelled_orders(pool, client_for) == (1, 0)
+    [row] = query(fresh_db, "select owed, auto_refund_status from storeops.refunds_owed")
+    assert row == {"owed": 50_000, "auto_refund_status": "failed"}  # still owed: a person takes it from here
+    [alert] = query(fresh_db, "select details->>'order_id' as order_id from storeops.alerts where kind = 'refund_failed'")
+    assert alert["order_id"] == str(shop["order_id"])
+    assert await payments.refund_cancelled_orders(pool, client_for) == (0, 0)
+    assert len(razorpay_server.requests_to("POST", "/refund")) == 1
+
+
+async def test_concurrent_runs_make_one_automatic_refund_per_order(fresh_db, pool, client, razorpay_server):
+    shop = paid_order(fresh_db, razorpay_server)
+    _cancel(fresh_db, shop["order_id"])
+    _opt_in(fresh_db, shop["tenant_id"])
+
+    async def client_for(tenant_id):
+        return client
+
+    results = await asyncio.gather(*(payments.refund_cancelled_orders(pool, client_for) for _ in range(4)))
+    assert sum(made for made, _ in results) >= 1
+    assert len(razorpay_server.refunds) == 1
+    [row] = query(fresh_db, "select count(*) as n, sum(amount) as amount from storeops.refunds")
+    assert row == {"n": 1, "amount": 50_000}
+
+
+async def test_the_refund_cancelled_orders_job_uses_the_tenants_key_and_skips_tenants_without_one(
+        fresh_db, pool, razorpay_server):
+    import httpx
+
+    from runner.config import Settings
+    from runner.context import Context
+    from runner.scheduler import JOBS
+
+    keyed = paid_order(fresh_db, razorpay_server)
+    keyless = paid_order(fresh_db, razorpay_server, amount=20_000)
+    _cancel(fresh_db, keyed["order_id"], keyless["order_id"])
+    _opt_in(fresh_db, keyed["tenant_id"])
+    _opt_in(fresh_db, keyless["tenant_id"])
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute("insert into storeops.tenant_secrets (tenant_id, kind, key_id, secret) values (%s, 'razorpay_api', %s, %s)",
+                  (keyed["tenant_id"], razorpay_server.key_id, razorpay_server.key_secret))
+    job = next(j for j in JOBS if j.name == "refund_cancelled_orders")
+    async with httpx.AsyncClient() as http:  # no platform API key: only the tenant with its own key can refund
+        outcome = await job.run(Context(settings=Settings(razorpay_api_base=razorpay_server.url), pool=pool, http=http), None)
+    assert outcome == "1 cancelled order(s) refunded; 1 left for a person or the next run"
+    owed = query(fresh_db, "select order_id, owed from storeops.refunds_owed")
+    assert owed == [{"order_id": keyless["order_id"], "owed": 20_000}]

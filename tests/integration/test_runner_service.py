@@ -36,7 +36,12 @@ def test_health_ready_metrics_and_graceful_sigterm(fresh_db, tmp_path):
         assert ready.status_code == 200 and ready.json()["database"] == "ok"
         with psycopg.connect(fresh_db, autocommit=True) as c:
             c.execute("select storeops.schedule_operation_retry(null, 'domain_verify', gen_random_uuid(), '{}', 'x')")
+            tenant = c.execute("insert into storeops.tenants (name) values ('M') returning id").fetchone()[0]
+            c.execute("""insert into storeops.orders (tenant_id, amount, amount_paid, payment_status)
+                         values (%s, 5000, 5000, 'captured')""", (tenant,))
+            c.execute("update storeops.orders set status = 'cancelled'")  # paid, then cancelled: its refund is owed
         text = httpx.get(runner.base_url + "/metrics").text
+        assert 'storeops_refunds_owed_orders{currency="INR"} 1.0' in text
         assert 'storeops_retry_queue_depth{operation_type="domain_verify",status="pending"} 1.0' in text
         assert "storeops_webhook_processing_seconds" in text
         assert "storeops_retry_queue_oldest_pending_seconds" in text

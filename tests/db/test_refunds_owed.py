@@ -1,0 +1,125 @@
+"""Cancelled orders that still hold the customer's money (migration 0054): storeops.refunds_owed lists
+them, a refund_owed alert is raised once when it happens, and a tenant sees only its own."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from _shipping_helpers import apply_event, make_shipment, order_status
+from fakes.razorpay_server import payment_entity, razorpay_id, store_webhook, webhook_event
+from fakes.shiprocket_server import webhook_payload
+from psycopg.rows import dict_row
+from support import as_tenant, make_order, make_tenant
+
+T0 = datetime(2024, 3, 10, 6, 0, tzinfo=UTC)
+
+
+def _pay(conn, tenant_id, rzp_order, amount=50_000) -> str:
+    payment = payment_entity(amount=amount, status="captured", order_id=rzp_order)
+    webhook_id = store_webhook(conn, webhook_event("payment.captured", payment=payment), tenant_id)
+    assert conn.execute("select storeops.apply_payment_webhook(%s)", (webhook_id,)).fetchone()[0] == "applied"
+    return payment["id"]
+
+
+def _order(conn, tenant_id, amount=50_000, paid=True) -> tuple:
+    rzp_order = razorpay_id("order")
+    order_id = make_order(conn, tenant_id, amount=amount, razorpay_order_id=rzp_order)
+    pay_id = _pay(conn, tenant_id, rzp_order, amount) if paid else None
+    return order_id, rzp_order, pay_id
+
+
+def owed(conn) -> dict:
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute("select * from storeops.refunds_owed").fetchall()
+    return {r["order_id"]: r for r in rows}
+
+
+def alerts(conn) -> list[dict]:
+    return [r[0] for r in conn.execute(
+        "select details from storeops.alerts where kind = 'refund_owed' order by created_at, id").fetchall()]
+
+
+def test_a_paid_order_returned_to_origin_owes_its_refund_until_it_is_refunded(conn):
+    tenant = make_tenant(conn)
+    order, rzp_order, pay_id = _order(conn, tenant)
+    make_shipment(conn, tenant, order, awb="AWB-OWED-1")
+    apply_event(conn, tenant, webhook_payload("AWB-OWED-1", 6, T0))  # shipped: nothing owed
+    assert owed(conn) == {} and alerts(conn) == []
+    apply_event(conn, tenant, webhook_payload("AWB-OWED-1", 9, T0 + timedelta(days=2)))  # RTO initiated
+    assert order_status(conn, order) == "cancelled"
+
+    row = owed(conn)[order]
+    assert (row["tenant_id"], row["amount_paid"], row["refunded"], row["refund_pending"], row["owed"]) == (
+        tenant, 50_000, 0, 0, 50_000)
+    assert (row["currency"], row["razorpay_order_id"], row["auto_refund"], row["auto_refund_id"]) == (
+        "INR", rzp_order, False, None)
+    [alert] = alerts(conn)
+    assert alert["order_id"] == str(order) and alert["owed"] == 50_000 and alert["amount_paid"] == 50_000
+    assert alert["why"] == "cancelled after its payment was captured" and alert["auto_refund"] is False
+
+    # A refund being made counts: only the rest is owed. Later events raise nothing more.
+    refund = conn.execute("select id from storeops.request_refund(%s, %s, 20000, 'RTO')", (tenant, order)).fetchone()[0]
+    assert owed(conn)[order]["refund_pending"] == 20_000 and owed(conn)[order]["owed"] == 30_000
+    apply_event(conn, tenant, webhook_payload("AWB-OWED-1", 10, T0 + timedelta(days=5)))  # RTO delivered
+    conn.execute("select storeops.record_refund_result(%s, 'rfnd_OwedTest00001', 'processed', null)", (refund,))
+    assert owed(conn)[order]["refunded"] == 20_000 and owed(conn)[order]["owed"] == 30_000
+    conn.execute("select storeops.request_refund(%s, %s, 30000, 'RTO, the rest')", (tenant, order))
+    assert owed(conn) == {}
+    assert len(alerts(conn)) == 1
+
+
+def test_a_failed_refund_leaves_the_money_owed(conn):
+    tenant = make_tenant(conn)
+    order, _, _ = _order(conn, tenant)
+    refund = conn.execute("select id from storeops.request_refund(%s, %s, 50000, 'cancelled')", (tenant, order)).fetchone()[0]
+    conn.execute("update storeops.orders set status = 'cancelled' where id = %s", (order,))
+    assert owed(conn) == {} and alerts(conn) == []  # the whole amount is on its way back
+    conn.execute("select storeops.record_refund_result(%s, null, 'failed', 'Razorpay refused it')", (refund,))
+    assert owed(conn)[order]["owed"] == 50_000
+
+
+def test_money_captured_after_the_order_was_cancelled_is_owed(conn):
+    tenant = make_tenant(conn)
+    order, rzp_order, _ = _order(conn, tenant, paid=False)
+    conn.execute("update storeops.orders set status = 'cancelled' where id = %s", (order,))
+    assert owed(conn) == {} and alerts(conn) == []  # nothing paid, nothing owed (as a COD order's RTO)
+    _pay(conn, tenant, rzp_order)  # the customer's payment is captured late
+    assert order_status(conn, order) == "cancelled"  # a capture never revives a cancelled order
+    assert owed(conn)[order]["owed"] == 50_000
+    [alert] = alerts(conn)
+    assert alert["why"] == "captured after the order was cancelled" and alert["owed"] == 50_000
+
+
+def test_unpaid_and_not_cancelled_orders_owe_nothing(conn):
+    tenant = make_tenant(conn)
+    delivered, _, _ = _order(conn, tenant)
+    conn.execute("update storeops.orders set status = 'delivered' where id = %s", (delivered,))
+    cod, _, _ = _order(conn, tenant, paid=False)
+    conn.execute("update storeops.orders set status = 'cancelled' where id = %s", (cod,))
+    assert owed(conn) == {} and alerts(conn) == []
+
+
+def test_a_tenant_sees_only_its_own_refunds_owed(conn):
+    mine, theirs = make_tenant(conn, "Mine"), make_tenant(conn, "Theirs")
+    conn.execute("update storeops.tenants set auto_refund_cancelled = true where id = %s", (mine,))
+    my_order, _, _ = _order(conn, mine)
+    their_order, _, _ = _order(conn, theirs)
+    conn.execute("update storeops.orders set status = 'cancelled' where id in (%s, %s)", (my_order, their_order))
+    assert set(owed(conn)) == {my_order, their_order}
+    assert owed(conn)[my_order]["auto_refund"] is True and owed(conn)[their_order]["auto_refund"] is False
+    as_tenant(conn, mine)
+    assert set(owed(conn)) == {my_order}
+
+
+def test_the_automatic_refund_key_is_one_per_order_and_one_razorpay_accepts(conn):
+    tenant = make_tenant(conn)
+    order, _, _ = _order(conn, tenant)
+    key = conn.execute("select storeops.cancelled_order_refund_key(%s)", (order,)).fetchone()[0]
+    assert key == f"cancelled-{order}"
+    conn.execute("update storeops.orders set status = 'cancelled' where id = %s", (order,))
+    first = conn.execute("select id from storeops.request_refund(%s, %s, 50000, 'auto', %s)", (tenant, order, key)).fetchone()[0]
+    again = conn.execute("select id from storeops.request_refund(%s, %s, 50000, 'auto', %s)", (tenant, order, key)).fetchone()[0]
+    assert first == again
+    conn.execute("select storeops.record_refund_result(%s, null, 'failed', 'refused')", (first,))
+    row = owed(conn)[order]
+    assert (row["owed"], row["auto_refund_id"], row["auto_refund_status"]) == (50_000, first, "failed")
