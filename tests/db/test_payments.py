@@ -363,6 +363,32 @@ def test_the_hourly_sweep_links_a_payment_whose_order_was_being_inserted_meanwhi
     assert conn.execute("select storeops.link_unlinked_payments()").fetchone()[0] == 0
 
 
+def test_an_order_that_cannot_take_its_payments_keeps_no_other_from_being_linked(conn):
+    tenant_id = make_tenant(conn)
+    orders = {}
+    for name in ("stuck", "fine"):
+        rzp_order = razorpay_id("order")
+        orders[name] = make_order(conn, tenant_id, amount=40_000, razorpay_order_id=rzp_order)
+        conn.execute("""insert into storeops.razorpay_payments
+                          (tenant_id, razorpay_payment_id, razorpay_order_id, amount, currency, status, captured_at)
+                        values (%s, %s, %s, 40000, 'INR', 'captured', %s)""",
+                     (tenant_id, razorpay_id("pay"), rzp_order, at(T0)))
+    # Linking the first fails (as a refund rule or a lock timeout would make it); rolled back with the test.
+    conn.execute("""create function pg_temp.refuse_stuck() returns trigger language plpgsql as $$
+                    begin raise exception 'refused for the test'; end $$""")
+    conn.execute(f"""create trigger refuse_stuck before update on storeops.razorpay_payments for each row
+                     when (new.order_id = '{orders["stuck"]}') execute function pg_temp.refuse_stuck()""")
+    warnings = []
+    conn.add_notice_handler(lambda diag: warnings.append(diag.message_primary))
+    assert conn.execute("select storeops.link_unlinked_payments()").fetchone()[0] == 1
+    assert (order_row(conn, orders["fine"])["status"], order_row(conn, orders["stuck"])["status"]) == ("paid", "pending")
+    assert any(str(orders["stuck"]) in w and "refused for the test" in w for w in warnings), warnings
+    # Its payment is still waiting, and the next sweep (the cause gone) links it.
+    conn.execute("drop trigger refuse_stuck on storeops.razorpay_payments")
+    assert conn.execute("select storeops.link_unlinked_payments()").fetchone()[0] == 1
+    assert order_row(conn, orders["stuck"])["status"] == "paid"
+
+
 def test_a_tenant_giving_its_own_order_the_razorpay_order_later_gets_the_payment_through_rls(conn):
     tenant_id = make_tenant(conn)
     order_id = make_order(conn, tenant_id, amount=30_000)  # no Razorpay order yet
