@@ -3,16 +3,21 @@
 -- the reconciliation row says matched (the capture is the order's amount) and the order just reads
 -- cancelled. reference/razorpay_shiprocket.md (pitfall 9) has it that such payments need a refund
 -- path with a concurrency guard. Now:
---   * storeops.refunds_owed lists every cancelled order holding money not yet refunded or being
---     refunded (a view with the caller's rights: a tenant sees its own orders only);
---   * a refund_owed alert is raised when an order holding money is cancelled, or when more money is
+--   * a trigger on orders notes each cancelled order holding money (storeops.cancelled_paid_orders)
+--     and raises a refund_owed alert: when an order holding money is cancelled, or more money is
 --     captured on an order already cancelled;
+--   * storeops.refunds_owed lists those that still owe (amount paid less refunds processed or being
+--     made, or what Razorpay reports refunded), with the caller's rights: a tenant sees its own;
 --   * a tenant that sets tenants.auto_refund_cancelled has the runner refund such orders itself
 --     (scheduler job refund_cancelled_orders), once per order: the refund's idempotency key is
---     derived from the order (storeops.cancelled_order_refund_key), and request_refund's checks
---     under the order lock (never more than is left) are the guard against a person refunding at
---     the same time. Off by default: whether an RTO is refunded in full, or less the shipping, is
---     the merchant's call.
+--     derived from the order (storeops.cancelled_order_refund_key) and reserved for it, and
+--     request_refund's checks under the order lock (never more than is left) are the guard against
+--     a person refunding at the same time. An order it cannot refund waits 1, 2, 4 ... 24 hours
+--     before the next try, behind the others. Off by default: whether an RTO is refunded in full,
+--     or less the shipping, is the merchant's call.
+-- Nothing new is indexed on orders: an index on a column the apply path changes (status,
+-- amount_paid, updated_at) would make every order update a non-HOT one. The noted orders are a
+-- table of their own, small, pruned by the job once refunds were processed.
 -- depends: 0053_failed_refunds_raise_an_alert
 
 alter table storeops.tenants add column auto_refund_cancelled boolean not null default false;
@@ -30,12 +35,23 @@ as $$
 $$;
 
 comment on function storeops.cancelled_order_refund_key(uuid) is
-  'The idempotency key of the automatic refund of a cancelled order: one per order, whoever asks and however often.';
+  'The idempotency key of the automatic refund of a cancelled order: one per order, whoever asks and however often. Keys beginning cancelled- are reserved for it.';
 
--- The cancelled orders holding more than their processed refunds: few at any time, so listing them
--- (the view, the metric at every scrape) reads this small index, not every cancelled order ever.
-create index orders_refund_owed_idx on storeops.orders (updated_at)
-  where status = 'cancelled' and amount_paid > refund_amount;
+create table storeops.cancelled_paid_orders (
+  order_id uuid primary key references storeops.orders (id) on delete cascade,
+  tenant_id uuid not null references storeops.tenants (id) on delete cascade,
+  flagged_at timestamptz not null default now(),
+  auto_attempts integer not null default 0,
+  auto_error text,
+  auto_retry_at timestamptz
+);
+
+comment on table storeops.cancelled_paid_orders is
+  'Cancelled orders found holding money (by a trigger on orders), and the automatic refund''s failed tries. Read storeops.refunds_owed for what is owed.';
+
+create index cancelled_paid_orders_tenant_idx on storeops.cancelled_paid_orders (tenant_id, flagged_at);
+
+select storeops_private.enable_tenant_rls('storeops.cancelled_paid_orders', 'tenant_id', array['select']);
 
 create view storeops.refunds_owed
 with (security_invoker = true)
@@ -43,58 +59,90 @@ as
 select o.tenant_id, o.id as order_id, o.razorpay_order_id, o.currency, o.amount_paid,
        r.processed as refunded,
        r.pending as refund_pending,
-       o.amount_paid - r.processed - r.pending as owed,
-       o.updated_at as order_updated_at,
+       g.refunded as refunded_at_razorpay,
+       o.amount_paid - greatest(r.processed + r.pending, g.refunded) as owed,
+       c.flagged_at,
        t.auto_refund_cancelled as auto_refund,
        a.id as auto_refund_id,
-       a.status as auto_refund_status
-from storeops.orders o
+       a.status as auto_refund_status,
+       c.auto_attempts,
+       c.auto_error,
+       c.auto_retry_at
+from storeops.cancelled_paid_orders c
+join storeops.orders o on o.id = c.order_id
 join storeops.tenants t on t.id = o.tenant_id
-left join lateral (
-  -- bigint, as every amount here (sum() of bigint would be numeric)
+-- Refunds counted as request_refund counts them (every one not failed), in bigint as every amount.
+cross join lateral (
   select coalesce(sum(x.amount) filter (where x.status = 'processed'), 0)::bigint as processed,
          coalesce(sum(x.amount) filter (where x.status = 'pending'), 0)::bigint as pending
   from storeops.refunds x
-  where x.order_id = o.id and x.currency = o.currency
-) r on true
-left join storeops.refunds a on a.idempotency_key = storeops.cancelled_order_refund_key(o.id)
+  where x.order_id = o.id
+) r
+-- What Razorpay's own payment snapshots say was refunded (a refund whose webhook we never had).
+cross join lateral (
+  select coalesce(sum(p.amount_refunded), 0)::bigint as refunded
+  from storeops.razorpay_payments p
+  where p.order_id = o.id and p.status in ('captured', 'refunded')
+) g
+left join storeops.refunds a
+  on a.order_id = o.id and a.idempotency_key = storeops.cancelled_order_refund_key(o.id)
 where o.status = 'cancelled'
-  and o.amount_paid > o.refund_amount
-  and o.amount_paid - r.processed - r.pending > 0;
+  and o.amount_paid - greatest(r.processed + r.pending, g.refunded) > 0;
 
 comment on view storeops.refunds_owed is
-  'Cancelled orders still holding the customer''s money (minor units): owed = amount_paid - processed - pending refunds. auto_refund_id/status: the automatic refund, once made.';
+  'Cancelled orders still holding the customer''s money (minor units): owed = amount_paid - the larger of refunds processed or pending here and what Razorpay reports refunded. auto_refund_id/status: the automatic refund, once made; auto_attempts/error/retry_at: its failed tries.';
 
 grant select on storeops.refunds_owed to storeops_runner, storeops_tenant;
 
+-- Security definer: a tenant cancelling its own order through RLS gets the alert too (raise_alert
+-- and cancelled_paid_orders are the runner's); nobody may call it otherwise.
 create function storeops_private.alert_on_refund_owed()
 returns trigger
 language plpgsql
+security definer
+set search_path = pg_catalog, storeops, pg_temp
 as $$
 declare
-  v_processed bigint;
-  v_pending bigint;
+  v_committed bigint;
+  v_at_razorpay bigint;
+  v_owed bigint;
+  v_auto boolean;
 begin
-  select coalesce(sum(amount) filter (where status = 'processed'), 0)::bigint,
-         coalesce(sum(amount) filter (where status = 'pending'), 0)::bigint
-  into v_processed, v_pending
-  from storeops.refunds
-  where order_id = new.id and currency = new.currency;
-  if new.amount_paid - v_processed - v_pending > 0 then
-    perform storeops.raise_alert('refund_owed', new.tenant_id, jsonb_build_object(
-      'order_id', new.id, 'razorpay_order_id', new.razorpay_order_id, 'currency', new.currency,
-      'amount_paid', new.amount_paid, 'refunded', v_processed, 'refund_pending', v_pending,
-      'owed', new.amount_paid - v_processed - v_pending,
-      'auto_refund', coalesce((select auto_refund_cancelled from storeops.tenants where id = new.tenant_id), false),
-      'why', case when old.status = 'cancelled' then 'captured after the order was cancelled'
-                  else 'cancelled after its payment was captured' end));
+  select coalesce(sum(amount), 0)::bigint into v_committed
+  from storeops.refunds where order_id = new.id and status <> 'failed';
+  select coalesce(sum(amount_refunded), 0)::bigint into v_at_razorpay
+  from storeops.razorpay_payments where order_id = new.id and status in ('captured', 'refunded');
+  if new.amount_paid <= greatest(new.refund_amount, v_at_razorpay) then
+    return new;  -- the money went back already
   end if;
+  -- Noted even when refunds still pending cover it: one of them may yet fail, and it is owed again.
+  insert into storeops.cancelled_paid_orders (order_id, tenant_id, flagged_at)
+  values (new.id, new.tenant_id, now())
+  on conflict (order_id) do update set flagged_at = excluded.flagged_at;
+  v_owed := new.amount_paid - greatest(v_committed, v_at_razorpay);
+  if v_owed <= 0 then
+    return new;  -- refunds being made cover it: nobody needs telling
+  end if;
+  -- Whether the job will refund it: the tenant opted in and no automatic refund was made for it yet.
+  select t.auto_refund_cancelled
+         and not exists (select 1 from storeops.refunds r
+                         where r.idempotency_key = storeops.cancelled_order_refund_key(new.id))
+  into v_auto
+  from storeops.tenants t where t.id = new.tenant_id;
+  perform storeops.raise_alert('refund_owed', new.tenant_id, jsonb_build_object(
+    'order_id', new.id, 'razorpay_order_id', new.razorpay_order_id, 'currency', new.currency,
+    'amount_paid', new.amount_paid, 'refunds_made', v_committed, 'refunded_at_razorpay', v_at_razorpay,
+    'owed', v_owed, 'auto_refund', coalesce(v_auto, false),
+    'why', case when old.status = 'cancelled' then 'captured after the order was cancelled'
+                else 'cancelled after its payment was captured' end));
   return new;
 end
 $$;
 
 comment on function storeops_private.alert_on_refund_owed() is
-  'A cancelled order holding money not refunded raises a refund_owed alert: when it is cancelled, and when more is captured on it later.';
+  'A cancelled order holding money not refunded is noted (cancelled_paid_orders) and raises a refund_owed alert: when it is cancelled, and when more is captured on it later.';
+
+revoke execute on function storeops_private.alert_on_refund_owed() from public;
 
 create trigger orders_alert_refund_owed
   after update of status, amount_paid on storeops.orders
@@ -102,3 +150,64 @@ create trigger orders_alert_refund_owed
   when (new.status = 'cancelled' and new.amount_paid > new.refund_amount
         and (old.status is distinct from 'cancelled' or new.amount_paid > old.amount_paid))
   execute function storeops_private.alert_on_refund_owed();
+
+-- The automatic refund's key belongs to its order: nobody (another tenant included) can take it
+-- for another refund and so make the job believe the order was refunded.
+create function storeops_private.check_reserved_refund_key()
+returns trigger
+language plpgsql
+as $$
+begin
+  if new.idempotency_key is distinct from storeops.cancelled_order_refund_key(new.order_id) then
+    raise exception 'idempotency key % is reserved for the automatic refund of cancelled order %',
+      new.idempotency_key, substr(new.idempotency_key, 11)
+      using errcode = 'SO400', hint = 'choose a key that does not begin with cancelled-';
+  end if;
+  return new;
+end
+$$;
+
+comment on function storeops_private.check_reserved_refund_key() is
+  'Idempotency keys beginning cancelled- are the automatic refunds'' of cancelled orders: each only on its own order.';
+
+create trigger refunds_reserved_key
+  before insert or update of idempotency_key, order_id on storeops.refunds
+  for each row
+  when (new.idempotency_key like 'cancelled-%')
+  execute function storeops_private.check_reserved_refund_key();
+
+create function storeops.record_auto_refund_failure(p_order_id uuid, p_error text, p_now timestamptz default now())
+returns storeops.cancelled_paid_orders
+language sql
+as $$
+  update storeops.cancelled_paid_orders
+  set auto_attempts = auto_attempts + 1,
+      auto_error = left(p_error, 1000),
+      auto_retry_at = p_now + least(interval '1 hour' * power(2, least(auto_attempts, 5)), interval '24 hours')
+  where order_id = p_order_id
+  returning *
+$$;
+
+comment on function storeops.record_auto_refund_failure(uuid, text, timestamptz) is
+  'The automatic refund of a cancelled order could not be made: tried again after 1, 2, 4, 8, 16, then every 24 hours, behind the orders not tried yet.';
+
+create function storeops.prune_cancelled_paid_orders()
+returns integer
+language sql
+as $$
+  with gone as (
+    delete from storeops.cancelled_paid_orders c
+    using storeops.orders o
+    where o.id = c.order_id
+      and (o.status <> 'cancelled'
+           or o.amount_paid <= greatest(
+                o.refund_amount,
+                (select coalesce(sum(p.amount_refunded), 0) from storeops.razorpay_payments p
+                 where p.order_id = o.id and p.status in ('captured', 'refunded'))))
+    returning 1
+  )
+  select count(*)::integer from gone
+$$;
+
+comment on function storeops.prune_cancelled_paid_orders() is
+  'Forgets the noted cancelled orders whose money went back (processed refunds, or Razorpay''s own record); one with a refund still pending stays, as it may yet fail.';

@@ -125,7 +125,9 @@ LIST_REFUNDS_TO_RECOVER = ("select refund_id, tenant_id, razorpay_refund_id from
                            "%(older_than)s, %(recheck)s, %(limit)s)")
 RECORD_REFUND_CHECK = "select storeops.record_refund_check(%(refund_id)s, %(refund)s) as webhook_id"
 LIST_AUTO_REFUNDS = ("select tenant_id, order_id, owed, currency from storeops.refunds_owed "
-                     "where auto_refund and auto_refund_id is null order by order_updated_at, order_id limit %(limit)s")
+                     "where auto_refund and auto_refund_id is null and (auto_retry_at is null or auto_retry_at <= now()) "
+                     "order by auto_retry_at nulls first, flagged_at, order_id limit %(limit)s")
+RECORD_AUTO_REFUND_FAILURE = "select storeops.record_auto_refund_failure(%(order_id)s, %(error)s)"
 AUTO_REFUND_REASON = "order cancelled: refunded automatically"
 # A refund's own webhook gets this long before recovery asks Razorpay; then at most every REFUND_RECHECK.
 REFUND_GRACE = timedelta(minutes=30)
@@ -340,12 +342,16 @@ async def refund_cancelled_orders(pool: AsyncConnectionPool,
     than is left, it refuses, and the next run asks for what is left then.
 
     An order this cannot refund (no single payment covers it, as with a duplicate capture; the
-    tenant has no API key) is logged and left to a person, who has had a refund_owed alert; a
-    database or network error stops the run, and the rest wait for the next one. Razorpay's own
-    answers are create_refund's: unreachable or 5xx leaves the refund pending and queued for a
-    retry with the same key, a refusal marks it failed (and raises refund_failed).
+    tenant has no API key) is logged, its failure recorded on it (storeops.record_auto_refund_failure:
+    tried again after 1, 2, 4 ... 24 hours, behind the orders not tried yet, so a few such orders
+    never hold up the others), and left to a person, who has had a refund_owed alert; a database
+    or network error stops the run, and the rest wait for the next one. Razorpay's own answers are
+    create_refund's: unreachable or 5xx leaves the refund pending and queued for a retry with the
+    same key, a refusal marks it failed (and raises refund_failed). First, the noted orders whose
+    money went back are forgotten (storeops.prune_cancelled_paid_orders).
     Returns (refunds requested, orders left for a later run or a person)."""
     async with pool.connection() as conn, conn.cursor() as cur:
+        await cur.execute("select storeops.prune_cancelled_paid_orders()")
         await cur.execute(LIST_AUTO_REFUNDS, {"limit": limit})
         due = await cur.fetchall()
     made = left = 0
@@ -360,6 +366,13 @@ async def refund_cancelled_orders(pool: AsyncConnectionPool,
         except (RefundRejected, ValueError) as exc:  # this order only: refused by our checks, or no API key
             left += 1
             log.warning("could not refund a cancelled order automatically", extra={**where, "error": str(exc)[:300]})
+            try:
+                async with pool.connection() as conn:
+                    await conn.execute(RECORD_AUTO_REFUND_FAILURE, {"order_id": order_id, "error": str(exc)})
+            except psycopg.Error as db_exc:
+                log.warning("automatic refunds of cancelled orders stopped", extra={**where, "error": str(db_exc)[:300]})
+                left += len(due) - made - left
+                break
             continue
         except (psycopg.Error, httpx.HTTPError) as exc:  # the database or the network: the rest wait for the next run
             left += len(due) - made - left

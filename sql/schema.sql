@@ -314,7 +314,7 @@ $$;
 -- Name: FUNCTION cancelled_order_refund_key(p_order_id uuid); Type: COMMENT; Schema: storeops; Owner: -
 --
 
-COMMENT ON FUNCTION storeops.cancelled_order_refund_key(p_order_id uuid) IS 'The idempotency key of the automatic refund of a cancelled order: one per order, whoever asks and however often.';
+COMMENT ON FUNCTION storeops.cancelled_order_refund_key(p_order_id uuid) IS 'The idempotency key of the automatic refund of a cancelled order: one per order, whoever asks and however often. Keys beginning cancelled- are reserved for it.';
 
 SET default_tablespace = '';
 
@@ -1403,6 +1403,33 @@ $$;
 COMMENT ON FUNCTION storeops.process_shipping_webhooks(p_limit integer, p_now timestamp with time zone) IS 'Applies up to p_limit fresh Shiprocket webhooks oldest first (SKIP LOCKED; events matched by AWB applied set-based, the rest one by one; a batch with an unexpected error is redone one subtransaction per event); a failure is recorded on the row and handed to the retry queue. Returns how many were handled: call until 0.';
 
 --
+-- Name: prune_cancelled_paid_orders(); Type: FUNCTION; Schema: storeops; Owner: -
+--
+
+CREATE FUNCTION storeops.prune_cancelled_paid_orders() RETURNS integer
+    LANGUAGE sql
+    AS $$
+  with gone as (
+    delete from storeops.cancelled_paid_orders c
+    using storeops.orders o
+    where o.id = c.order_id
+      and (o.status <> 'cancelled'
+           or o.amount_paid <= greatest(
+                o.refund_amount,
+                (select coalesce(sum(p.amount_refunded), 0) from storeops.razorpay_payments p
+                 where p.order_id = o.id and p.status in ('captured', 'refunded'))))
+    returning 1
+  )
+  select count(*)::integer from gone
+$$;
+
+--
+-- Name: FUNCTION prune_cancelled_paid_orders(); Type: COMMENT; Schema: storeops; Owner: -
+--
+
+COMMENT ON FUNCTION storeops.prune_cancelled_paid_orders() IS 'Forgets the noted cancelled orders whose money went back (processed refunds, or Razorpay''s own record); one with a refund still pending stays, as it may yet fail.';
+
+--
 -- Name: raise_alert(text, uuid, jsonb); Type: FUNCTION; Schema: storeops; Owner: -
 --
 
@@ -1424,6 +1451,46 @@ $$;
 --
 
 COMMENT ON FUNCTION storeops.raise_alert(p_kind text, p_tenant_id uuid, p_details jsonb) IS 'Records an alert and wakes the runners; delivery happens once, through claim_alerts.';
+
+--
+-- Name: cancelled_paid_orders; Type: TABLE; Schema: storeops; Owner: -
+--
+
+CREATE TABLE storeops.cancelled_paid_orders (
+    order_id uuid NOT NULL,
+    tenant_id uuid NOT NULL,
+    flagged_at timestamp with time zone DEFAULT now() NOT NULL,
+    auto_attempts integer DEFAULT 0 NOT NULL,
+    auto_error text,
+    auto_retry_at timestamp with time zone
+);
+
+--
+-- Name: TABLE cancelled_paid_orders; Type: COMMENT; Schema: storeops; Owner: -
+--
+
+COMMENT ON TABLE storeops.cancelled_paid_orders IS 'Cancelled orders found holding money (by a trigger on orders), and the automatic refund''s failed tries. Read storeops.refunds_owed for what is owed.';
+
+--
+-- Name: record_auto_refund_failure(uuid, text, timestamp with time zone); Type: FUNCTION; Schema: storeops; Owner: -
+--
+
+CREATE FUNCTION storeops.record_auto_refund_failure(p_order_id uuid, p_error text, p_now timestamp with time zone DEFAULT now()) RETURNS storeops.cancelled_paid_orders
+    LANGUAGE sql
+    AS $$
+  update storeops.cancelled_paid_orders
+  set auto_attempts = auto_attempts + 1,
+      auto_error = left(p_error, 1000),
+      auto_retry_at = p_now + least(interval '1 hour' * power(2, least(auto_attempts, 5)), interval '24 hours')
+  where order_id = p_order_id
+  returning *
+$$;
+
+--
+-- Name: FUNCTION record_auto_refund_failure(p_order_id uuid, p_error text, p_now timestamp with time zone); Type: COMMENT; Schema: storeops; Owner: -
+--
+
+COMMENT ON FUNCTION storeops.record_auto_refund_failure(p_order_id uuid, p_error text, p_now timestamp with time zone) IS 'The automatic refund of a cancelled order could not be made: tried again after 1, 2, 4, 8, 16, then every 24 hours, behind the orders not tried yet.';
 
 --
 -- Name: record_domain_verification(uuid, boolean, boolean, text, jsonb, integer, timestamp with time zone); Type: FUNCTION; Schema: storeops; Owner: -
@@ -2182,26 +2249,42 @@ COMMENT ON FUNCTION storeops_private.alert_on_refund_failed() IS 'A refund that 
 --
 
 CREATE FUNCTION storeops_private.alert_on_refund_owed() RETURNS trigger
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'storeops', 'pg_temp'
     AS $$
 declare
-  v_processed bigint;
-  v_pending bigint;
+  v_committed bigint;
+  v_at_razorpay bigint;
+  v_owed bigint;
+  v_auto boolean;
 begin
-  select coalesce(sum(amount) filter (where status = 'processed'), 0)::bigint,
-         coalesce(sum(amount) filter (where status = 'pending'), 0)::bigint
-  into v_processed, v_pending
-  from storeops.refunds
-  where order_id = new.id and currency = new.currency;
-  if new.amount_paid - v_processed - v_pending > 0 then
-    perform storeops.raise_alert('refund_owed', new.tenant_id, jsonb_build_object(
-      'order_id', new.id, 'razorpay_order_id', new.razorpay_order_id, 'currency', new.currency,
-      'amount_paid', new.amount_paid, 'refunded', v_processed, 'refund_pending', v_pending,
-      'owed', new.amount_paid - v_processed - v_pending,
-      'auto_refund', coalesce((select auto_refund_cancelled from storeops.tenants where id = new.tenant_id), false),
-      'why', case when old.status = 'cancelled' then 'captured after the order was cancelled'
-                  else 'cancelled after its payment was captured' end));
+  select coalesce(sum(amount), 0)::bigint into v_committed
+  from storeops.refunds where order_id = new.id and status <> 'failed';
+  select coalesce(sum(amount_refunded), 0)::bigint into v_at_razorpay
+  from storeops.razorpay_payments where order_id = new.id and status in ('captured', 'refunded');
+  if new.amount_paid <= greatest(new.refund_amount, v_at_razorpay) then
+    return new;  -- the money went back already
   end if;
+  -- Noted even when refunds still pending cover it: one of them may yet fail, and it is owed again.
+  insert into storeops.cancelled_paid_orders (order_id, tenant_id, flagged_at)
+  values (new.id, new.tenant_id, now())
+  on conflict (order_id) do update set flagged_at = excluded.flagged_at;
+  v_owed := new.amount_paid - greatest(v_committed, v_at_razorpay);
+  if v_owed <= 0 then
+    return new;  -- refunds being made cover it: nobody needs telling
+  end if;
+  -- Whether the job will refund it: the tenant opted in and no automatic refund was made for it yet.
+  select t.auto_refund_cancelled
+         and not exists (select 1 from storeops.refunds r
+                         where r.idempotency_key = storeops.cancelled_order_refund_key(new.id))
+  into v_auto
+  from storeops.tenants t where t.id = new.tenant_id;
+  perform storeops.raise_alert('refund_owed', new.tenant_id, jsonb_build_object(
+    'order_id', new.id, 'razorpay_order_id', new.razorpay_order_id, 'currency', new.currency,
+    'amount_paid', new.amount_paid, 'refunds_made', v_committed, 'refunded_at_razorpay', v_at_razorpay,
+    'owed', v_owed, 'auto_refund', coalesce(v_auto, false),
+    'why', case when old.status = 'cancelled' then 'captured after the order was cancelled'
+                else 'cancelled after its payment was captured' end));
   return new;
 end
 $$;
@@ -2210,7 +2293,7 @@ $$;
 -- Name: FUNCTION alert_on_refund_owed(); Type: COMMENT; Schema: storeops_private; Owner: -
 --
 
-COMMENT ON FUNCTION storeops_private.alert_on_refund_owed() IS 'A cancelled order holding money not refunded raises a refund_owed alert: when it is cancelled, and when more is captured on it later.';
+COMMENT ON FUNCTION storeops_private.alert_on_refund_owed() IS 'A cancelled order holding money not refunded is noted (cancelled_paid_orders) and raises a refund_owed alert: when it is cancelled, and when more is captured on it later.';
 
 --
 -- Name: payment_webhooks; Type: TABLE; Schema: storeops; Owner: -
@@ -2693,6 +2776,29 @@ $$;
 --
 
 COMMENT ON FUNCTION storeops_private.apply_tracking_events(p_shipment_ids uuid[], p_events jsonb[], p_source text, p_now timestamp with time zone) IS 'apply_tracking_event for a batch of events already matched to their (locked) shipments, in one statement: same history, status, courier and order results as applying them one by one in array order.';
+
+--
+-- Name: check_reserved_refund_key(); Type: FUNCTION; Schema: storeops_private; Owner: -
+--
+
+CREATE FUNCTION storeops_private.check_reserved_refund_key() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+begin
+  if new.idempotency_key is distinct from storeops.cancelled_order_refund_key(new.order_id) then
+    raise exception 'idempotency key % is reserved for the automatic refund of cancelled order %',
+      new.idempotency_key, substr(new.idempotency_key, 11)
+      using errcode = 'SO400', hint = 'choose a key that does not begin with cancelled-';
+  end if;
+  return new;
+end
+$$;
+
+--
+-- Name: FUNCTION check_reserved_refund_key(); Type: COMMENT; Schema: storeops_private; Owner: -
+--
+
+COMMENT ON FUNCTION storeops_private.check_reserved_refund_key() IS 'Idempotency keys beginning cancelled- are the automatic refunds'' of cancelled orders: each only on its own order.';
 
 --
 -- Name: configure_database(); Type: FUNCTION; Schema: storeops_private; Owner: -
@@ -3482,25 +3588,33 @@ CREATE VIEW storeops.refunds_owed WITH (security_invoker='true') AS
     o.amount_paid,
     r.processed AS refunded,
     r.pending AS refund_pending,
-    ((o.amount_paid - r.processed) - r.pending) AS owed,
-    o.updated_at AS order_updated_at,
+    g.refunded AS refunded_at_razorpay,
+    (o.amount_paid - GREATEST((r.processed + r.pending), g.refunded)) AS owed,
+    c.flagged_at,
     t.auto_refund_cancelled AS auto_refund,
     a.id AS auto_refund_id,
-    a.status AS auto_refund_status
-   FROM (((storeops.orders o
+    a.status AS auto_refund_status,
+    c.auto_attempts,
+    c.auto_error,
+    c.auto_retry_at
+   FROM (((((storeops.cancelled_paid_orders c
+     JOIN storeops.orders o ON ((o.id = c.order_id)))
      JOIN storeops.tenants t ON ((t.id = o.tenant_id)))
-     LEFT JOIN LATERAL ( SELECT (COALESCE(sum(x.amount) FILTER (WHERE (x.status = 'processed'::text)), (0)::numeric))::bigint AS processed,
+     CROSS JOIN LATERAL ( SELECT (COALESCE(sum(x.amount) FILTER (WHERE (x.status = 'processed'::text)), (0)::numeric))::bigint AS processed,
             (COALESCE(sum(x.amount) FILTER (WHERE (x.status = 'pending'::text)), (0)::numeric))::bigint AS pending
            FROM storeops.refunds x
-          WHERE ((x.order_id = o.id) AND (x.currency = o.currency))) r ON (true))
-     LEFT JOIN storeops.refunds a ON ((a.idempotency_key = storeops.cancelled_order_refund_key(o.id))))
-  WHERE ((o.status = 'cancelled'::text) AND (o.amount_paid > o.refund_amount) AND (((o.amount_paid - r.processed) - r.pending) > 0));
+          WHERE (x.order_id = o.id)) r)
+     CROSS JOIN LATERAL ( SELECT (COALESCE(sum(p.amount_refunded), (0)::numeric))::bigint AS refunded
+           FROM storeops.razorpay_payments p
+          WHERE ((p.order_id = o.id) AND (p.status = ANY (ARRAY['captured'::text, 'refunded'::text])))) g)
+     LEFT JOIN storeops.refunds a ON (((a.order_id = o.id) AND (a.idempotency_key = storeops.cancelled_order_refund_key(o.id)))))
+  WHERE ((o.status = 'cancelled'::text) AND ((o.amount_paid - GREATEST((r.processed + r.pending), g.refunded)) > 0));
 
 --
 -- Name: VIEW refunds_owed; Type: COMMENT; Schema: storeops; Owner: -
 --
 
-COMMENT ON VIEW storeops.refunds_owed IS 'Cancelled orders still holding the customer''s money (minor units): owed = amount_paid - processed - pending refunds. auto_refund_id/status: the automatic refund, once made.';
+COMMENT ON VIEW storeops.refunds_owed IS 'Cancelled orders still holding the customer''s money (minor units): owed = amount_paid - the larger of refunds processed or pending here and what Razorpay reports refunded. auto_refund_id/status: the automatic refund, once made; auto_attempts/error/retry_at: its failed tries.';
 
 --
 -- Name: scheduler_ticks; Type: TABLE; Schema: storeops; Owner: -
@@ -3685,6 +3799,13 @@ COMMENT ON TABLE storeops.tenant_secrets IS 'Per-tenant provider secrets; overri
 
 ALTER TABLE ONLY storeops.alerts
     ADD CONSTRAINT alerts_pkey PRIMARY KEY (id);
+
+--
+-- Name: cancelled_paid_orders cancelled_paid_orders_pkey; Type: CONSTRAINT; Schema: storeops; Owner: -
+--
+
+ALTER TABLE ONLY storeops.cancelled_paid_orders
+    ADD CONSTRAINT cancelled_paid_orders_pkey PRIMARY KEY (order_id);
 
 --
 -- Name: custom_domains custom_domains_domain_unique; Type: CONSTRAINT; Schema: storeops; Owner: -
@@ -3895,6 +4016,12 @@ CREATE INDEX alerts_tenant_idx ON storeops.alerts USING btree (tenant_id);
 CREATE INDEX alerts_undelivered_idx ON storeops.alerts USING btree (created_at) WHERE (delivered_at IS NULL);
 
 --
+-- Name: cancelled_paid_orders_tenant_idx; Type: INDEX; Schema: storeops; Owner: -
+--
+
+CREATE INDEX cancelled_paid_orders_tenant_idx ON storeops.cancelled_paid_orders USING btree (tenant_id, flagged_at);
+
+--
 -- Name: custom_domains_auto_verify_idx; Type: INDEX; Schema: storeops; Owner: -
 --
 
@@ -3959,12 +4086,6 @@ CREATE INDEX operation_retry_queue_type_status_idx ON storeops.operation_retry_q
 --
 
 CREATE INDEX orders_razorpay_payment_id_idx ON storeops.orders USING btree (razorpay_payment_id) WHERE (razorpay_payment_id IS NOT NULL);
-
---
--- Name: orders_refund_owed_idx; Type: INDEX; Schema: storeops; Owner: -
---
-
-CREATE INDEX orders_refund_owed_idx ON storeops.orders USING btree (updated_at) WHERE ((status = 'cancelled'::text) AND (amount_paid > refund_amount));
 
 --
 -- Name: orders_tenant_created_idx; Type: INDEX; Schema: storeops; Owner: -
@@ -4243,6 +4364,12 @@ CREATE TRIGGER razorpay_payments_set_updated_at BEFORE UPDATE ON storeops.razorp
 CREATE TRIGGER refunds_alert_failed AFTER INSERT OR UPDATE OF status ON storeops.refunds FOR EACH ROW EXECUTE FUNCTION storeops_private.alert_on_refund_failed();
 
 --
+-- Name: refunds refunds_reserved_key; Type: TRIGGER; Schema: storeops; Owner: -
+--
+
+CREATE TRIGGER refunds_reserved_key BEFORE INSERT OR UPDATE OF idempotency_key, order_id ON storeops.refunds FOR EACH ROW WHEN ((new.idempotency_key ~~ 'cancelled-%'::text)) EXECUTE FUNCTION storeops_private.check_reserved_refund_key();
+
+--
 -- Name: refunds refunds_set_updated_at; Type: TRIGGER; Schema: storeops; Owner: -
 --
 
@@ -4266,6 +4393,20 @@ CREATE TRIGGER tenants_set_updated_at BEFORE UPDATE ON storeops.tenants FOR EACH
 
 ALTER TABLE ONLY storeops.alerts
     ADD CONSTRAINT alerts_tenant_fkey FOREIGN KEY (tenant_id) REFERENCES storeops.tenants(id) ON DELETE CASCADE;
+
+--
+-- Name: cancelled_paid_orders cancelled_paid_orders_order_id_fkey; Type: FK CONSTRAINT; Schema: storeops; Owner: -
+--
+
+ALTER TABLE ONLY storeops.cancelled_paid_orders
+    ADD CONSTRAINT cancelled_paid_orders_order_id_fkey FOREIGN KEY (order_id) REFERENCES storeops.orders(id) ON DELETE CASCADE;
+
+--
+-- Name: cancelled_paid_orders cancelled_paid_orders_tenant_id_fkey; Type: FK CONSTRAINT; Schema: storeops; Owner: -
+--
+
+ALTER TABLE ONLY storeops.cancelled_paid_orders
+    ADD CONSTRAINT cancelled_paid_orders_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES storeops.tenants(id) ON DELETE CASCADE;
 
 --
 -- Name: custom_domains custom_domains_tenant_fkey; Type: FK CONSTRAINT; Schema: storeops; Owner: -
@@ -4428,6 +4569,42 @@ CREATE POLICY alerts_runner_update ON storeops.alerts FOR UPDATE TO storeops_run
 --
 
 CREATE POLICY alerts_tenant_select ON storeops.alerts FOR SELECT TO storeops_tenant USING ((tenant_id = ( SELECT storeops.current_tenant_id() AS current_tenant_id)));
+
+--
+-- Name: cancelled_paid_orders; Type: ROW SECURITY; Schema: storeops; Owner: -
+--
+
+ALTER TABLE storeops.cancelled_paid_orders ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: cancelled_paid_orders cancelled_paid_orders_runner_delete; Type: POLICY; Schema: storeops; Owner: -
+--
+
+CREATE POLICY cancelled_paid_orders_runner_delete ON storeops.cancelled_paid_orders FOR DELETE TO storeops_runner USING (true);
+
+--
+-- Name: cancelled_paid_orders cancelled_paid_orders_runner_insert; Type: POLICY; Schema: storeops; Owner: -
+--
+
+CREATE POLICY cancelled_paid_orders_runner_insert ON storeops.cancelled_paid_orders FOR INSERT TO storeops_runner WITH CHECK (true);
+
+--
+-- Name: cancelled_paid_orders cancelled_paid_orders_runner_select; Type: POLICY; Schema: storeops; Owner: -
+--
+
+CREATE POLICY cancelled_paid_orders_runner_select ON storeops.cancelled_paid_orders FOR SELECT TO storeops_runner USING (true);
+
+--
+-- Name: cancelled_paid_orders cancelled_paid_orders_runner_update; Type: POLICY; Schema: storeops; Owner: -
+--
+
+CREATE POLICY cancelled_paid_orders_runner_update ON storeops.cancelled_paid_orders FOR UPDATE TO storeops_runner USING (true) WITH CHECK (true);
+
+--
+-- Name: cancelled_paid_orders cancelled_paid_orders_tenant_select; Type: POLICY; Schema: storeops; Owner: -
+--
+
+CREATE POLICY cancelled_paid_orders_tenant_select ON storeops.cancelled_paid_orders FOR SELECT TO storeops_tenant USING ((tenant_id = ( SELECT storeops.current_tenant_id() AS current_tenant_id)));
 
 --
 -- Name: custom_domains; Type: ROW SECURITY; Schema: storeops; Owner: -

@@ -32,7 +32,7 @@ SECTIONS = [
     ("Refunds owed on cancelled orders", """
         select currency, count(*) as orders, sum(owed) as owed_paise,
                count(*) filter (where auto_refund and auto_refund_id is null) as auto_refund_due,
-               min(order_updated_at) as oldest
+               min(flagged_at) as oldest
         from storeops.refunds_owed group by 1 order by 1"""),
     ("Last health checks", """
         select distinct on (check_type) check_type, status, response_time_ms, error, checked_at

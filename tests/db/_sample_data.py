@@ -185,6 +185,14 @@ def new_alert(c: psycopg.Connection, tenant_id: uuid.UUID | None, **overrides: A
             "details": {"operation_type": "payment_webhook", "attempts": 5, "error": "order not found"}, **overrides}
 
 
+def new_cancelled_paid_order(c: psycopg.Connection, tenant_id: uuid.UUID, **overrides: Any) -> Values:
+    """0054: a cancelled order noted as holding money (its automatic refund tried once)."""
+    order_id = overrides.pop("order_id", None) or insert(c, "orders", new_order(
+        c, tenant_id, status="cancelled", amount_paid=49_900, payment_status="captured"))
+    return {"order_id": order_id, "tenant_id": tenant_id, "auto_attempts": 1,
+            "auto_error": "no Razorpay API key for this tenant", **overrides}
+
+
 def new_scheduler_tick(c: psycopg.Connection, tenant_id: uuid.UUID | None = None, **overrides: Any) -> Values:
     """0040: one tick of a scheduled job (platform-wide, no tenant)."""
     return {"job": f"sample_job_{_hex(8)}", "tick_at": datetime.now().astimezone(), "runner": "runner-a", **overrides}

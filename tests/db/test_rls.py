@@ -25,6 +25,7 @@ import pytest
 from _sample_data import (
     insert,
     new_alert,
+    new_cancelled_paid_order,
     new_custom_domain,
     new_domain_verification_log,
     new_operation_retry,
@@ -103,6 +104,9 @@ TABLES: dict[str, Case] = {
     # 0040
     "alerts": Case(new_alert, frozenset({"select"}), ("claimed_by", "runner-x")),
     "scheduler_ticks": Case(new_scheduler_tick, NONE, ("outcome", "ok"), tenant_column=None, key="job"),
+    # 0054
+    "cancelled_paid_orders": Case(new_cancelled_paid_order, frozenset({"select"}), ("auto_attempts", 2),
+                                  key="order_id"),
 }
 
 TENANT_TABLES = [t for t, case in TABLES.items() if case.tenant_column is not None]

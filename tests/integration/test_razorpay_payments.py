@@ -536,3 +536,46 @@ async def test_the_refund_cancelled_orders_job_uses_the_tenants_key_and_skips_te
     assert outcome == "1 cancelled order(s) refunded; 1 left for a person or the next run"
     owed = query(fresh_db, "select order_id, owed from storeops.refunds_owed")
     assert owed == [{"order_id": keyless["order_id"], "owed": 20_000}]
+
+
+async def test_orders_that_cannot_be_refunded_automatically_wait_behind_the_others(fresh_db, pool, client,
+                                                                                  razorpay_server):
+    keyless = [paid_order(fresh_db, razorpay_server, amount=10_000)]  # a tenant with no API key to refund with
+    keyless += [paid_order(fresh_db, razorpay_server, amount=10_000, tenant_id=keyless[0]["tenant_id"]) for _ in range(2)]
+    keyed = paid_order(fresh_db, razorpay_server, amount=20_000)
+    _cancel(fresh_db, *(o["order_id"] for o in keyless))
+    _cancel(fresh_db, keyed["order_id"])  # cancelled last: the oldest are the keyless tenant's
+    _opt_in(fresh_db, keyless[0]["tenant_id"])
+    _opt_in(fresh_db, keyed["tenant_id"])
+
+    async def client_for(tenant_id):
+        if tenant_id == keyed["tenant_id"]:
+            return client
+        raise ValueError("no Razorpay API key for this tenant")
+
+    assert await payments.refund_cancelled_orders(pool, client_for, limit=2) == (0, 2)  # two keyless ones
+    assert await payments.refund_cancelled_orders(pool, client_for, limit=2) == (1, 1)  # then the rest
+    [made] = razorpay_server.refunds
+    assert made["amount"] == 20_000
+    waiting = query(fresh_db, "select auto_attempts, auto_error, auto_retry_at > now() + interval '50 minutes' as later "
+                              "from storeops.refunds_owed order by order_id")
+    assert waiting == [{"auto_attempts": 1, "auto_error": "no Razorpay API key for this tenant", "later": True}] * 3
+    assert await payments.refund_cancelled_orders(pool, client_for, limit=2) == (0, 0)  # nothing due for an hour
+
+
+async def test_a_cancelled_order_with_two_captures_is_left_to_a_person(fresh_db, pool, client, razorpay_server):
+    shop = paid_order(fresh_db, razorpay_server, amount=50_000)
+    with psycopg.connect(fresh_db, autocommit=True) as c:  # the customer paid twice (a duplicate capture)
+        second = razorpay_server.add_payment(amount=50_000, order_id=shop["rzp_order"], created_at=T0 + 60)
+        webhook_id = store_webhook(c, webhook_event("payment.captured", payment=second), shop["tenant_id"])
+        c.execute("select storeops.apply_payment_webhook(%s)", (webhook_id,))
+    _cancel(fresh_db, shop["order_id"])
+    _opt_in(fresh_db, shop["tenant_id"])
+
+    async def client_for(tenant_id):
+        return client
+
+    assert await payments.refund_cancelled_orders(pool, client_for) == (0, 1)
+    [row] = query(fresh_db, "select owed, auto_attempts, auto_error from storeops.refunds_owed")
+    assert row["owed"] == 100_000 and row["auto_attempts"] == 1 and "no single payment" in row["auto_error"]
+    assert razorpay_server.refunds == []
