@@ -37,6 +37,13 @@ async def client(razorpay_server):
         yield c
 
 
+def _the(client: RazorpayClient):
+    """A client_for (tenant id -> client) that gives every tenant the same client."""
+    async def client_for(tenant_id) -> RazorpayClient:
+        return client
+    return client_for
+
+
 def paid_order(db_url: str, server: FakeRazorpay, amount: int = 50_000, tenant_id=None) -> dict:
     """A tenant's order, paid at Razorpay (the fake knows the payment) and through its webhook."""
     with psycopg.connect(db_url, autocommit=True) as c:
@@ -310,8 +317,7 @@ async def test_recover_missed_refunds_stops_while_razorpay_is_down_and_resumes_a
     for refund in made:
         razorpay_server.settle_refund(refund["razorpay_refund_id"], "processed")
 
-    async def client_for(tenant_id):
-        return client
+    client_for = _the(client)
 
     razorpay_server.fail_next(5, 503, path="/v1/refunds/")  # more than the client's own retries
     assert await payments.recover_missed_refunds(pool, client_for) == 0
@@ -328,8 +334,7 @@ async def test_a_refund_with_no_api_key_to_ask_with_waits_its_turn(fresh_db, poo
     shop, (refund,) = await _pending_refunds(fresh_db, pool, client, razorpay_server, [20_000])
     razorpay_server.settle_refund(refund["razorpay_refund_id"], "processed")
 
-    async def client_for(tenant_id):
-        return client
+    client_for = _the(client)
 
     async def no_key(tenant_id):
         raise ValueError("no Razorpay API key is configured")
@@ -354,8 +359,7 @@ async def test_a_refund_razorpay_answers_badly_about_waits_its_turn_and_stops_no
         next(r for r in razorpay_server.refunds if r["id"] == odd["razorpay_refund_id"])["status"] = "reversed"
     razorpay_server.settle_refund(good["razorpay_refund_id"], "processed")
 
-    async def client_for(tenant_id):
-        return client
+    client_for = _the(client)
 
     assert await payments.recover_missed_refunds(pool, client_for) == 1
     rows = _refund_rows(fresh_db)
@@ -456,8 +460,7 @@ async def test_cancelled_orders_of_a_tenant_that_opted_in_are_refunded_once(fres
     _cancel(fresh_db, returned["order_id"], partly["order_id"], other["order_id"])
     _opt_in(fresh_db, tenant)
 
-    async def client_for(tenant_id):
-        return client
+    client_for = _the(client)
 
     assert await payments.refund_cancelled_orders(pool, client_for) == (2, 0)
     sent = {(json.loads(r.body)["amount"], r.headers["X-Refund-Idempotency"])
@@ -486,8 +489,7 @@ async def test_an_automatic_refund_razorpay_refuses_is_not_asked_again(fresh_db,
     _cancel(fresh_db, shop["order_id"])
     _opt_in(fresh_db, shop["tenant_id"])
 
-    async def client_for(tenant_id):
-        return client
+    client_for = _the(client)
 
     razorpay_server.fail_next(1, 400)
     assert await payments.refund_cancelled_orders(pool, client_for) == (1, 0)
@@ -504,8 +506,7 @@ async def test_concurrent_runs_make_one_automatic_refund_per_order(fresh_db, poo
     _cancel(fresh_db, shop["order_id"])
     _opt_in(fresh_db, shop["tenant_id"])
 
-    async def client_for(tenant_id):
-        return client
+    client_for = _the(client)
 
     results = await asyncio.gather(*(payments.refund_cancelled_orders(pool, client_for) for _ in range(4)))
     assert sum(made for made, _ in results) >= 1
@@ -572,8 +573,7 @@ async def test_a_cancelled_order_with_two_captures_is_left_to_a_person(fresh_db,
     _cancel(fresh_db, shop["order_id"])
     _opt_in(fresh_db, shop["tenant_id"])
 
-    async def client_for(tenant_id):
-        return client
+    client_for = _the(client)
 
     assert await payments.refund_cancelled_orders(pool, client_for) == (0, 1)
     [row] = query(fresh_db, "select owed, auto_attempts, auto_error from storeops.refunds_owed")
