@@ -5,6 +5,7 @@ drop function if exists storeops.prune_cancelled_paid_orders();
 drop function if exists storeops.record_auto_refund_failure(uuid, text, timestamptz);
 drop trigger if exists refunds_reserved_key on storeops.refunds;
 drop function if exists storeops_private.check_reserved_refund_key();
+drop trigger if exists orders_alert_refund_owed_on_insert on storeops.orders;
 drop trigger if exists orders_alert_refund_owed on storeops.orders;
 drop function if exists storeops_private.alert_on_refund_owed();
 drop view if exists storeops.refunds_owed;

@@ -6,8 +6,9 @@
 --   * a trigger on orders notes each cancelled order holding money (storeops.cancelled_paid_orders)
 --     and raises a refund_owed alert: when an order holding money is cancelled, or more money is
 --     captured on an order already cancelled;
---   * storeops.refunds_owed lists those that still owe (amount paid less refunds processed or being
---     made, or what Razorpay reports refunded), with the caller's rights: a tenant sees its own;
+--   * storeops.refunds_owed lists those that still owe (amount paid less the refunds processed or
+--     being made), with the caller's rights: a tenant sees its own. Razorpay's amount_refunded on a
+--     payment is not used: it counts refunds still pending, which may yet fail;
 --   * a tenant that sets tenants.auto_refund_cancelled has the runner refund such orders itself
 --     (scheduler job refund_cancelled_orders), once per order: the refund's idempotency key is
 --     derived from the order (storeops.cancelled_order_refund_key) and reserved for it, and
@@ -17,7 +18,8 @@
 --     or less the shipping, is the merchant's call.
 -- Nothing new is indexed on orders: an index on a column the apply path changes (status,
 -- amount_paid, updated_at) would make every order update a non-HOT one. The noted orders are a
--- table of their own, small, pruned by the job once refunds were processed.
+-- table of their own, small, pruned by the job once refunds were processed. Orders already
+-- cancelled with money when this migration runs are noted too (without an alert each).
 -- depends: 0053_failed_refunds_raise_an_alert
 
 alter table storeops.tenants add column auto_refund_cancelled boolean not null default false;
@@ -41,13 +43,14 @@ create table storeops.cancelled_paid_orders (
   order_id uuid primary key references storeops.orders (id) on delete cascade,
   tenant_id uuid not null references storeops.tenants (id) on delete cascade,
   flagged_at timestamptz not null default now(),
+  alerted_owed bigint not null default 0,
   auto_attempts integer not null default 0,
   auto_error text,
   auto_retry_at timestamptz
 );
 
 comment on table storeops.cancelled_paid_orders is
-  'Cancelled orders found holding money (by a trigger on orders), and the automatic refund''s failed tries. Read storeops.refunds_owed for what is owed.';
+  'Cancelled orders found holding money (by a trigger on orders), the amount owed when last alerted, and the automatic refund''s failed tries. Read storeops.refunds_owed for what is owed.';
 
 create index cancelled_paid_orders_tenant_idx on storeops.cancelled_paid_orders (tenant_id, flagged_at);
 
@@ -59,8 +62,7 @@ as
 select o.tenant_id, o.id as order_id, o.razorpay_order_id, o.currency, o.amount_paid,
        r.processed as refunded,
        r.pending as refund_pending,
-       g.refunded as refunded_at_razorpay,
-       o.amount_paid - greatest(r.processed + r.pending, g.refunded) as owed,
+       o.amount_paid - r.processed - r.pending as owed,
        c.flagged_at,
        t.auto_refund_cancelled as auto_refund,
        a.id as auto_refund_id,
@@ -78,19 +80,13 @@ cross join lateral (
   from storeops.refunds x
   where x.order_id = o.id
 ) r
--- What Razorpay's own payment snapshots say was refunded (a refund whose webhook we never had).
-cross join lateral (
-  select coalesce(sum(p.amount_refunded), 0)::bigint as refunded
-  from storeops.razorpay_payments p
-  where p.order_id = o.id and p.status in ('captured', 'refunded')
-) g
 left join storeops.refunds a
   on a.order_id = o.id and a.idempotency_key = storeops.cancelled_order_refund_key(o.id)
 where o.status = 'cancelled'
-  and o.amount_paid - greatest(r.processed + r.pending, g.refunded) > 0;
+  and o.amount_paid - r.processed - r.pending > 0;
 
 comment on view storeops.refunds_owed is
-  'Cancelled orders still holding the customer''s money (minor units): owed = amount_paid - the larger of refunds processed or pending here and what Razorpay reports refunded. auto_refund_id/status: the automatic refund, once made; auto_attempts/error/retry_at: its failed tries.';
+  'Cancelled orders still holding the customer''s money (minor units): owed = amount_paid - refunds processed or pending. auto_refund_id/status: the automatic refund, once made; auto_attempts/error/retry_at: its failed tries.';
 
 grant select on storeops.refunds_owed to storeops_runner, storeops_tenant;
 
@@ -104,24 +100,30 @@ set search_path = pg_catalog, storeops, pg_temp
 as $$
 declare
   v_committed bigint;
-  v_at_razorpay bigint;
   v_owed bigint;
+  v_alerted bigint;
   v_auto boolean;
+  v_why text := 'cancelled after its payment was captured';
 begin
+  -- (The trigger's WHEN: cancelled, and more paid than processed refunds give back.) Noted even when
+  -- refunds still pending cover it: one of them may yet fail, and then it is owed again.
   select coalesce(sum(amount), 0)::bigint into v_committed
   from storeops.refunds where order_id = new.id and status <> 'failed';
-  select coalesce(sum(amount_refunded), 0)::bigint into v_at_razorpay
-  from storeops.razorpay_payments where order_id = new.id and status in ('captured', 'refunded');
-  if new.amount_paid <= greatest(new.refund_amount, v_at_razorpay) then
-    return new;  -- the money went back already
-  end if;
-  -- Noted even when refunds still pending cover it: one of them may yet fail, and it is owed again.
-  insert into storeops.cancelled_paid_orders (order_id, tenant_id, flagged_at)
+  v_owed := new.amount_paid - v_committed;
+  insert into storeops.cancelled_paid_orders as c (order_id, tenant_id, flagged_at)
   values (new.id, new.tenant_id, now())
-  on conflict (order_id) do update set flagged_at = excluded.flagged_at;
-  v_owed := new.amount_paid - greatest(v_committed, v_at_razorpay);
-  if v_owed <= 0 then
-    return new;  -- refunds being made cover it: nobody needs telling
+  on conflict (order_id) do update set flagged_at = excluded.flagged_at
+  returning c.alerted_owed into v_alerted;
+  -- One alert per amount owed: none while refunds being made cover it, none again for the same
+  -- amount (a tenant cancelling and un-cancelling its order), one more if more was captured.
+  if v_owed <= v_alerted then
+    return new;
+  end if;
+  update storeops.cancelled_paid_orders set alerted_owed = v_owed where order_id = new.id;
+  if tg_op = 'UPDATE' then
+    if old.status = 'cancelled' then
+      v_why := 'captured after the order was cancelled';
+    end if;
   end if;
   -- Whether the job will refund it: the tenant opted in and no automatic refund was made for it yet.
   select t.auto_refund_cancelled
@@ -131,10 +133,8 @@ begin
   from storeops.tenants t where t.id = new.tenant_id;
   perform storeops.raise_alert('refund_owed', new.tenant_id, jsonb_build_object(
     'order_id', new.id, 'razorpay_order_id', new.razorpay_order_id, 'currency', new.currency,
-    'amount_paid', new.amount_paid, 'refunds_made', v_committed, 'refunded_at_razorpay', v_at_razorpay,
-    'owed', v_owed, 'auto_refund', coalesce(v_auto, false),
-    'why', case when old.status = 'cancelled' then 'captured after the order was cancelled'
-                else 'cancelled after its payment was captured' end));
+    'amount_paid', new.amount_paid, 'refunds_made', v_committed, 'owed', v_owed,
+    'auto_refund', coalesce(v_auto, false), 'why', v_why));
   return new;
 end
 $$;
@@ -150,6 +150,30 @@ create trigger orders_alert_refund_owed
   when (new.status = 'cancelled' and new.amount_paid > new.refund_amount
         and (old.status is distinct from 'cancelled' or new.amount_paid > old.amount_paid))
   execute function storeops_private.alert_on_refund_owed();
+
+-- An order written already cancelled and paid (an import, a copy from another system).
+create trigger orders_alert_refund_owed_on_insert
+  after insert on storeops.orders
+  for each row
+  when (new.status = 'cancelled' and new.amount_paid > new.refund_amount)
+  execute function storeops_private.alert_on_refund_owed();
+
+-- The orders cancelled with money before this migration: noted, and alerted in one summary (an
+-- alert each could be thousands at once); their automatic refunds, for tenants that opt in, follow.
+with noted as (
+  insert into storeops.cancelled_paid_orders (order_id, tenant_id, flagged_at, alerted_owed)
+  select o.id, o.tenant_id, now(), greatest(o.amount_paid - coalesce(r.committed, 0), 0)
+  from storeops.orders o
+  left join lateral (select sum(x.amount)::bigint as committed from storeops.refunds x
+                     where x.order_id = o.id and x.status <> 'failed') r on true
+  where o.status = 'cancelled' and o.amount_paid > o.refund_amount
+  returning order_id, alerted_owed
+)
+select storeops.raise_alert('refund_owed', null, jsonb_build_object(
+         'why', 'cancelled orders holding money found when storeops learned to look for them',
+         'orders', count(*) filter (where alerted_owed > 0), 'list', 'select * from storeops.refunds_owed'))
+from noted
+having count(*) filter (where alerted_owed > 0) > 0;
 
 -- The automatic refund's key belongs to its order: nobody (another tenant included) can take it
 -- for another refund and so make the job believe the order was refunded.
@@ -191,23 +215,27 @@ $$;
 comment on function storeops.record_auto_refund_failure(uuid, text, timestamptz) is
   'The automatic refund of a cancelled order could not be made: tried again after 1, 2, 4, 8, 16, then every 24 hours, behind the orders not tried yet.';
 
+-- The order rows are locked first (an order being changed meanwhile is skipped, and one changed
+-- since the statement began is looked at again as it is now): a capture noting the order again
+-- cannot be undone by a prune that saw the order before it.
 create function storeops.prune_cancelled_paid_orders()
 returns integer
 language sql
 as $$
-  with gone as (
+  with settled as (
+    select o.id
+    from storeops.cancelled_paid_orders c
+    join storeops.orders o on o.id = c.order_id
+    where o.status <> 'cancelled' or o.amount_paid <= o.refund_amount
+    for update of o skip locked
+  ), gone as (
     delete from storeops.cancelled_paid_orders c
-    using storeops.orders o
-    where o.id = c.order_id
-      and (o.status <> 'cancelled'
-           or o.amount_paid <= greatest(
-                o.refund_amount,
-                (select coalesce(sum(p.amount_refunded), 0) from storeops.razorpay_payments p
-                 where p.order_id = o.id and p.status in ('captured', 'refunded'))))
+    using settled s
+    where c.order_id = s.id
     returning 1
   )
   select count(*)::integer from gone
 $$;
 
 comment on function storeops.prune_cancelled_paid_orders() is
-  'Forgets the noted cancelled orders whose money went back (processed refunds, or Razorpay''s own record); one with a refund still pending stays, as it may yet fail.';
+  'Forgets the noted cancelled orders whose money went back (processed refunds); one with a refund still pending stays, as it may yet fail.';

@@ -129,6 +129,7 @@ LIST_AUTO_REFUNDS = ("select tenant_id, order_id, owed, currency from storeops.r
                      "order by auto_retry_at nulls first, flagged_at, order_id limit %(limit)s")
 RECORD_AUTO_REFUND_FAILURE = "select storeops.record_auto_refund_failure(%(order_id)s, %(error)s)"
 AUTO_REFUND_REASON = "order cancelled: refunded automatically"
+ALREADY_REQUESTED = "this refund was already requested with the same idempotency key"  # create_refund's note
 # A refund's own webhook gets this long before recovery asks Razorpay; then at most every REFUND_RECHECK.
 REFUND_GRACE = timedelta(minutes=30)
 REFUND_RECHECK = timedelta(hours=6)
@@ -215,7 +216,7 @@ async def create_refund(pool: AsyncConnectionPool, client: RazorpayClient, tenan
                     "tenant_id": refund.tenant_id, "operation_type": REFUND_OPERATION, "operation_id": refund.id,
                     "payload": Jsonb({"refund_id": str(refund.id)}), "delay": SAFETY_NET_DELAY})
     if refund.status != "pending" or refund.razorpay_refund_id:
-        return refund.as_dict(note="this refund was already requested with the same idempotency key")
+        return refund.as_dict(note=ALREADY_REQUESTED)
     try:
         result = await _send(client, refund)
     except RazorpayError as exc:
@@ -349,13 +350,14 @@ async def refund_cancelled_orders(pool: AsyncConnectionPool,
     create_refund's: unreachable or 5xx leaves the refund pending and queued for a retry with the
     same key, a refusal marks it failed (and raises refund_failed). First, the noted orders whose
     money went back are forgotten (storeops.prune_cancelled_paid_orders).
-    Returns (refunds requested, orders left for a later run or a person)."""
+    Returns (refunds made or on their way, orders left for a later run or a person: refused by
+    Razorpay or by our checks, or not reached)."""
     async with pool.connection() as conn, conn.cursor() as cur:
         await cur.execute("select storeops.prune_cancelled_paid_orders()")
         await cur.execute(LIST_AUTO_REFUNDS, {"limit": limit})
         due = await cur.fetchall()
     made = left = 0
-    for tenant_id, order_id, owed, currency in due:
+    for n, (tenant_id, order_id, owed, currency) in enumerate(due):
         where = {"tenant_id": str(tenant_id), "order_id": str(order_id), "amount": owed, "currency": currency}
         try:
             client = await client_for(tenant_id)
@@ -371,16 +373,22 @@ async def refund_cancelled_orders(pool: AsyncConnectionPool,
                     await conn.execute(RECORD_AUTO_REFUND_FAILURE, {"order_id": order_id, "error": str(exc)})
             except psycopg.Error as db_exc:
                 log.warning("automatic refunds of cancelled orders stopped", extra={**where, "error": str(db_exc)[:300]})
-                left += len(due) - made - left
+                left += len(due) - n - 1
                 break
             continue
         except (psycopg.Error, httpx.HTTPError) as exc:  # the database or the network: the rest wait for the next run
-            left += len(due) - made - left
+            left += len(due) - n
             log.warning("automatic refunds of cancelled orders stopped", extra={**where, "error": str(exc)[:300]})
             break
-        made += 1
-        log.info("cancelled order refunded automatically", extra={
-            **where, "refund_id": refund["id"], "status": refund["status"], "note": refund.get("note")})
+        if refund.get("note") == ALREADY_REQUESTED:
+            continue  # another runner made it just now
+        if refund["status"] == "failed":
+            left += 1  # Razorpay refused it: a refund_failed alert went out; the order stays owed for a person
+        else:
+            made += 1
+        log.info("cancelled order refunded automatically" if refund["status"] != "failed"
+                 else "Razorpay refused the automatic refund of a cancelled order", extra={
+                     **where, "refund_id": refund["id"], "status": refund["status"], "note": refund.get("note")})
     return made, left
 
 

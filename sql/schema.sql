@@ -1409,15 +1409,16 @@ COMMENT ON FUNCTION storeops.process_shipping_webhooks(p_limit integer, p_now ti
 CREATE FUNCTION storeops.prune_cancelled_paid_orders() RETURNS integer
     LANGUAGE sql
     AS $$
-  with gone as (
+  with settled as (
+    select o.id
+    from storeops.cancelled_paid_orders c
+    join storeops.orders o on o.id = c.order_id
+    where o.status <> 'cancelled' or o.amount_paid <= o.refund_amount
+    for update of o skip locked
+  ), gone as (
     delete from storeops.cancelled_paid_orders c
-    using storeops.orders o
-    where o.id = c.order_id
-      and (o.status <> 'cancelled'
-           or o.amount_paid <= greatest(
-                o.refund_amount,
-                (select coalesce(sum(p.amount_refunded), 0) from storeops.razorpay_payments p
-                 where p.order_id = o.id and p.status in ('captured', 'refunded'))))
+    using settled s
+    where c.order_id = s.id
     returning 1
   )
   select count(*)::integer from gone
@@ -1427,7 +1428,7 @@ $$;
 -- Name: FUNCTION prune_cancelled_paid_orders(); Type: COMMENT; Schema: storeops; Owner: -
 --
 
-COMMENT ON FUNCTION storeops.prune_cancelled_paid_orders() IS 'Forgets the noted cancelled orders whose money went back (processed refunds, or Razorpay''s own record); one with a refund still pending stays, as it may yet fail.';
+COMMENT ON FUNCTION storeops.prune_cancelled_paid_orders() IS 'Forgets the noted cancelled orders whose money went back (processed refunds); one with a refund still pending stays, as it may yet fail.';
 
 --
 -- Name: raise_alert(text, uuid, jsonb); Type: FUNCTION; Schema: storeops; Owner: -
@@ -1460,6 +1461,7 @@ CREATE TABLE storeops.cancelled_paid_orders (
     order_id uuid NOT NULL,
     tenant_id uuid NOT NULL,
     flagged_at timestamp with time zone DEFAULT now() NOT NULL,
+    alerted_owed bigint DEFAULT 0 NOT NULL,
     auto_attempts integer DEFAULT 0 NOT NULL,
     auto_error text,
     auto_retry_at timestamp with time zone
@@ -1469,7 +1471,7 @@ CREATE TABLE storeops.cancelled_paid_orders (
 -- Name: TABLE cancelled_paid_orders; Type: COMMENT; Schema: storeops; Owner: -
 --
 
-COMMENT ON TABLE storeops.cancelled_paid_orders IS 'Cancelled orders found holding money (by a trigger on orders), and the automatic refund''s failed tries. Read storeops.refunds_owed for what is owed.';
+COMMENT ON TABLE storeops.cancelled_paid_orders IS 'Cancelled orders found holding money (by a trigger on orders), the amount owed when last alerted, and the automatic refund''s failed tries. Read storeops.refunds_owed for what is owed.';
 
 --
 -- Name: record_auto_refund_failure(uuid, text, timestamp with time zone); Type: FUNCTION; Schema: storeops; Owner: -
@@ -2254,24 +2256,30 @@ CREATE FUNCTION storeops_private.alert_on_refund_owed() RETURNS trigger
     AS $$
 declare
   v_committed bigint;
-  v_at_razorpay bigint;
   v_owed bigint;
+  v_alerted bigint;
   v_auto boolean;
+  v_why text := 'cancelled after its payment was captured';
 begin
+  -- (The trigger's WHEN: cancelled, and more paid than processed refunds give back.) Noted even when
+  -- refunds still pending cover it: one of them may yet fail, and then it is owed again.
   select coalesce(sum(amount), 0)::bigint into v_committed
   from storeops.refunds where order_id = new.id and status <> 'failed';
-  select coalesce(sum(amount_refunded), 0)::bigint into v_at_razorpay
-  from storeops.razorpay_payments where order_id = new.id and status in ('captured', 'refunded');
-  if new.amount_paid <= greatest(new.refund_amount, v_at_razorpay) then
-    return new;  -- the money went back already
-  end if;
-  -- Noted even when refunds still pending cover it: one of them may yet fail, and it is owed again.
-  insert into storeops.cancelled_paid_orders (order_id, tenant_id, flagged_at)
+  v_owed := new.amount_paid - v_committed;
+  insert into storeops.cancelled_paid_orders as c (order_id, tenant_id, flagged_at)
   values (new.id, new.tenant_id, now())
-  on conflict (order_id) do update set flagged_at = excluded.flagged_at;
-  v_owed := new.amount_paid - greatest(v_committed, v_at_razorpay);
-  if v_owed <= 0 then
-    return new;  -- refunds being made cover it: nobody needs telling
+  on conflict (order_id) do update set flagged_at = excluded.flagged_at
+  returning c.alerted_owed into v_alerted;
+  -- One alert per amount owed: none while refunds being made cover it, none again for the same
+  -- amount (a tenant cancelling and un-cancelling its order), one more if more was captured.
+  if v_owed <= v_alerted then
+    return new;
+  end if;
+  update storeops.cancelled_paid_orders set alerted_owed = v_owed where order_id = new.id;
+  if tg_op = 'UPDATE' then
+    if old.status = 'cancelled' then
+      v_why := 'captured after the order was cancelled';
+    end if;
   end if;
   -- Whether the job will refund it: the tenant opted in and no automatic refund was made for it yet.
   select t.auto_refund_cancelled
@@ -2281,10 +2289,8 @@ begin
   from storeops.tenants t where t.id = new.tenant_id;
   perform storeops.raise_alert('refund_owed', new.tenant_id, jsonb_build_object(
     'order_id', new.id, 'razorpay_order_id', new.razorpay_order_id, 'currency', new.currency,
-    'amount_paid', new.amount_paid, 'refunds_made', v_committed, 'refunded_at_razorpay', v_at_razorpay,
-    'owed', v_owed, 'auto_refund', coalesce(v_auto, false),
-    'why', case when old.status = 'cancelled' then 'captured after the order was cancelled'
-                else 'cancelled after its payment was captured' end));
+    'amount_paid', new.amount_paid, 'refunds_made', v_committed, 'owed', v_owed,
+    'auto_refund', coalesce(v_auto, false), 'why', v_why));
   return new;
 end
 $$;
@@ -3588,8 +3594,7 @@ CREATE VIEW storeops.refunds_owed WITH (security_invoker='true') AS
     o.amount_paid,
     r.processed AS refunded,
     r.pending AS refund_pending,
-    g.refunded AS refunded_at_razorpay,
-    (o.amount_paid - GREATEST((r.processed + r.pending), g.refunded)) AS owed,
+    ((o.amount_paid - r.processed) - r.pending) AS owed,
     c.flagged_at,
     t.auto_refund_cancelled AS auto_refund,
     a.id AS auto_refund_id,
@@ -3597,24 +3602,21 @@ CREATE VIEW storeops.refunds_owed WITH (security_invoker='true') AS
     c.auto_attempts,
     c.auto_error,
     c.auto_retry_at
-   FROM (((((storeops.cancelled_paid_orders c
+   FROM ((((storeops.cancelled_paid_orders c
      JOIN storeops.orders o ON ((o.id = c.order_id)))
      JOIN storeops.tenants t ON ((t.id = o.tenant_id)))
      CROSS JOIN LATERAL ( SELECT (COALESCE(sum(x.amount) FILTER (WHERE (x.status = 'processed'::text)), (0)::numeric))::bigint AS processed,
             (COALESCE(sum(x.amount) FILTER (WHERE (x.status = 'pending'::text)), (0)::numeric))::bigint AS pending
            FROM storeops.refunds x
           WHERE (x.order_id = o.id)) r)
-     CROSS JOIN LATERAL ( SELECT (COALESCE(sum(p.amount_refunded), (0)::numeric))::bigint AS refunded
-           FROM storeops.razorpay_payments p
-          WHERE ((p.order_id = o.id) AND (p.status = ANY (ARRAY['captured'::text, 'refunded'::text])))) g)
      LEFT JOIN storeops.refunds a ON (((a.order_id = o.id) AND (a.idempotency_key = storeops.cancelled_order_refund_key(o.id)))))
-  WHERE ((o.status = 'cancelled'::text) AND ((o.amount_paid - GREATEST((r.processed + r.pending), g.refunded)) > 0));
+  WHERE ((o.status = 'cancelled'::text) AND (((o.amount_paid - r.processed) - r.pending) > 0));
 
 --
 -- Name: VIEW refunds_owed; Type: COMMENT; Schema: storeops; Owner: -
 --
 
-COMMENT ON VIEW storeops.refunds_owed IS 'Cancelled orders still holding the customer''s money (minor units): owed = amount_paid - the larger of refunds processed or pending here and what Razorpay reports refunded. auto_refund_id/status: the automatic refund, once made; auto_attempts/error/retry_at: its failed tries.';
+COMMENT ON VIEW storeops.refunds_owed IS 'Cancelled orders still holding the customer''s money (minor units): owed = amount_paid - refunds processed or pending. auto_refund_id/status: the automatic refund, once made; auto_attempts/error/retry_at: its failed tries.';
 
 --
 -- Name: scheduler_ticks; Type: TABLE; Schema: storeops; Owner: -
@@ -4320,6 +4322,12 @@ CREATE TRIGGER operation_retry_queue_set_updated_at BEFORE UPDATE ON storeops.op
 --
 
 CREATE TRIGGER orders_alert_refund_owed AFTER UPDATE OF status, amount_paid ON storeops.orders FOR EACH ROW WHEN (((new.status = 'cancelled'::text) AND (new.amount_paid > new.refund_amount) AND ((old.status IS DISTINCT FROM 'cancelled'::text) OR (new.amount_paid > old.amount_paid)))) EXECUTE FUNCTION storeops_private.alert_on_refund_owed();
+
+--
+-- Name: orders orders_alert_refund_owed_on_insert; Type: TRIGGER; Schema: storeops; Owner: -
+--
+
+CREATE TRIGGER orders_alert_refund_owed_on_insert AFTER INSERT ON storeops.orders FOR EACH ROW WHEN (((new.status = 'cancelled'::text) AND (new.amount_paid > new.refund_amount))) EXECUTE FUNCTION storeops_private.alert_on_refund_owed();
 
 --
 -- Name: orders orders_link_payments; Type: TRIGGER; Schema: storeops; Owner: -

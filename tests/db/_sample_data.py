@@ -187,8 +187,7 @@ def new_alert(c: psycopg.Connection, tenant_id: uuid.UUID | None, **overrides: A
 
 def new_cancelled_paid_order(c: psycopg.Connection, tenant_id: uuid.UUID, **overrides: Any) -> Values:
     """0054: a cancelled order noted as holding money (its automatic refund tried once)."""
-    order_id = overrides.pop("order_id", None) or insert(c, "orders", new_order(
-        c, tenant_id, status="cancelled", amount_paid=49_900, payment_status="captured"))
+    order_id = overrides.pop("order_id", None) or insert(c, "orders", new_order(c, tenant_id, status="cancelled"))
     return {"order_id": order_id, "tenant_id": tenant_id, "auto_attempts": 1,
             "auto_error": "no Razorpay API key for this tenant", **overrides}
 

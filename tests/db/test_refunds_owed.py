@@ -154,15 +154,40 @@ def test_the_automatic_refund_key_of_an_order_cannot_be_taken_by_another_refund(
     assert (row["owed"], row["auto_refund_id"]) == (50_000, None)
 
 
-def test_what_razorpay_reports_refunded_is_not_owed_again(conn):
+def test_a_pending_refund_that_fails_is_owed_again_though_razorpay_counted_it(conn):
     tenant = make_tenant(conn)
     order, _, pay_id = _order(conn, tenant)
-    # A refund made in Razorpay's dashboard whose refund.* webhook never came; recovery recorded the
-    # payment's own snapshot: refunded in full.
+    conn.execute("update storeops.orders set status = 'cancelled' where id = %s", (order,))
+    refund = conn.execute("select id from storeops.request_refund(%s, %s, 50000, 'RTO')", (tenant, order)).fetchone()[0]
+    # Razorpay's payment counts a refund as soon as it is made, pending or not; recovery stores that.
     conn.execute("update storeops.razorpay_payments set status = 'refunded', amount_refunded = amount "
                  "where razorpay_payment_id = %s", (pay_id,))
+    assert owed(conn) == {}
+    assert conn.execute("select storeops.prune_cancelled_paid_orders()").fetchone()[0] == 0  # still pending
+    conn.execute("select storeops.record_refund_result(%s, null, 'failed', 'Razorpay refused it')", (refund,))
+    assert owed(conn)[order]["owed"] == 50_000
+
+
+def test_an_order_written_already_cancelled_and_paid_is_owed(conn):
+    tenant = make_tenant(conn)
+    order = conn.execute("""insert into storeops.orders (tenant_id, amount, amount_paid, payment_status, status)
+                            values (%s, 7000, 7000, 'captured', 'cancelled') returning id""", (tenant,)).fetchone()[0]
+    assert owed(conn)[order]["owed"] == 7_000
+    [alert] = alerts(conn)
+    assert alert["order_id"] == str(order) and alert["why"] == "cancelled after its payment was captured"
+
+
+def test_cancelling_again_raises_no_second_alert_for_the_same_money(conn):
+    tenant = make_tenant(conn)
+    order, rzp_order, _ = _order(conn, tenant)
+    for _ in range(3):  # a tenant (or a person) cancelling and un-cancelling its order
+        conn.execute("update storeops.orders set status = 'cancelled' where id = %s", (order,))
+        conn.execute("update storeops.orders set status = 'paid' where id = %s", (order,))
     conn.execute("update storeops.orders set status = 'cancelled' where id = %s", (order,))
-    assert owed(conn) == {} and alerts(conn) == []
+    assert [a["owed"] for a in alerts(conn)] == [50_000]
+    # More money captured on it later (a second capture) is told.
+    conn.execute("update storeops.orders set amount_paid = 80000 where id = %s", (order,))
+    assert sorted(a["owed"] for a in alerts(conn)) == [50_000, 80_000]  # (one transaction: one created_at)
 
 
 def test_settled_orders_are_forgotten_and_pending_ones_kept(conn):
@@ -199,3 +224,39 @@ def test_nothing_the_apply_path_changes_is_indexed_on_orders(conn):
     defs = [r[0] for r in conn.execute(
         "select pg_get_indexdef(indexrelid) from pg_index where indrelid = 'storeops.orders'::regclass").fetchall()]
     assert defs and not [d for d in defs if any(f"({c}" in d or f" {c}" in d for c in changing)], defs
+
+
+def test_orders_cancelled_with_money_before_the_migration_are_listed(fresh_db):
+    from runner import migrate
+
+    ours = "0054_cancelled_orders_owe_refunds"
+    applied = migrate.state(fresh_db).applied
+    assert migrate.rollback(fresh_db, len(applied) - applied.index(ours))[-1] == ours
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        tenant = make_tenant(c)
+        before, _, _ = _order(c, tenant)
+        settled, _, _ = _order(c, tenant)
+        c.execute("update storeops.orders set status = 'cancelled' where id in (%s, %s)", (before, settled))
+        refund = c.execute("select id from storeops.request_refund(%s, %s, 50000, 'RTO')", (tenant, settled)).fetchone()[0]
+        c.execute("select storeops.record_refund_result(%s, 'rfnd_Before0054001', 'processed', null)", (refund,))
+    migrate.apply(fresh_db)
+    with psycopg.connect(fresh_db) as c:
+        assert {k: v["owed"] for k, v in owed(c).items()} == {before: 50_000}
+        [summary] = alerts(c)  # one for all of them, not one each
+        assert summary["orders"] == 1 and "refunds_owed" in summary["list"]
+
+
+def test_pruning_skips_an_order_being_changed_and_keeps_it_if_it_owes_again(fresh_db):
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        tenant = make_tenant(c)
+        order, _, _ = _order(c, tenant)
+        c.execute("update storeops.orders set status = 'cancelled' where id = %s", (order,))
+        refund = c.execute("select id from storeops.request_refund(%s, %s, 50000, 'RTO')", (tenant, order)).fetchone()[0]
+        c.execute("select storeops.record_refund_result(%s, 'rfnd_PruneRace0001', 'processed', null)", (refund,))
+    with psycopg.connect(fresh_db) as capture, psycopg.connect(fresh_db, autocommit=True) as job:
+        # A second capture is being applied (its transaction holds the order) while the job prunes.
+        capture.execute("update storeops.orders set amount_paid = 70000 where id = %s", (order,))
+        assert job.execute("select storeops.prune_cancelled_paid_orders()").fetchone()[0] == 0
+        capture.commit()
+        assert job.execute("select storeops.prune_cancelled_paid_orders()").fetchone()[0] == 0
+        assert owed(job)[order]["owed"] == 20_000

@@ -492,7 +492,7 @@ async def test_an_automatic_refund_razorpay_refuses_is_not_asked_again(fresh_db,
     client_for = _the(client)
 
     razorpay_server.fail_next(1, 400)
-    assert await payments.refund_cancelled_orders(pool, client_for) == (1, 0)
+    assert await payments.refund_cancelled_orders(pool, client_for) == (0, 1)
     [row] = query(fresh_db, "select owed, auto_refund_status from storeops.refunds_owed")
     assert row == {"owed": 50_000, "auto_refund_status": "failed"}  # still owed: a person takes it from here
     [alert] = query(fresh_db, "select details->>'order_id' as order_id from storeops.alerts where kind = 'refund_failed'")
