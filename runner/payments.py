@@ -340,7 +340,7 @@ async def refund_cancelled_orders(pool: AsyncConnectionPool,
     automatic refund, however often this runs and however many runners run it at once (a second
     request with the key is the same refund, and Razorpay dedupes the call). request_refund's checks
     under the order lock guard against a person refunding the same order meanwhile: asked for more
-    than is left, it refuses, and the next run asks for what is left then.
+    than is left, it refuses, and the order is asked about again later (below) with what is left then.
 
     An order this cannot refund (no single payment covers it, as with a duplicate capture; the
     tenant has no API key) is logged, its failure recorded on it (storeops.record_auto_refund_failure:
