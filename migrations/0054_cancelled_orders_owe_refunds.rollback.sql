@@ -11,4 +11,4 @@ drop function if exists storeops_private.alert_on_refund_owed();
 drop view if exists storeops.refunds_owed;
 drop table if exists storeops.cancelled_paid_orders;
 drop function if exists storeops.cancelled_order_refund_key(uuid);
-alter table storeops.tenants drop column if exists auto_refund_cancelled;
+alter table storeops.tenants drop column if exists auto_refund_cancelled_since;

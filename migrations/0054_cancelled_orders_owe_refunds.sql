@@ -9,23 +9,29 @@
 --   * storeops.refunds_owed lists those that still owe (amount paid less the refunds processed or
 --     being made), with the caller's rights: a tenant sees its own. Razorpay's amount_refunded on a
 --     payment is not used: it counts refunds still pending, which may yet fail;
---   * a tenant that sets tenants.auto_refund_cancelled has the runner refund such orders itself
---     (scheduler job refund_cancelled_orders), once per order: the refund's idempotency key is
+--   * a tenant that sets tenants.auto_refund_cancelled_since has the runner refund the orders noted
+--     from then on (scheduler job refund_cancelled_orders; not the backlog from before, which may
+--     have been settled outside Razorpay), once per order: the refund's idempotency key is
 --     derived from the order (storeops.cancelled_order_refund_key) and reserved for it, and
 --     request_refund's checks under the order lock (never more than is left) are the guard against
 --     a person refunding at the same time. An order it cannot refund waits 1, 2, 4 ... 24 hours
---     before the next try, behind the others. Off by default: whether an RTO is refunded in full,
---     or less the shipping, is the merchant's call.
+--     before the next try, behind the others; tenants take turns. Off by default: whether an RTO is
+--     refunded in full, or less the shipping, is the merchant's call.
 -- Nothing new is indexed on orders: an index on a column the apply path changes (status,
 -- amount_paid, updated_at) would make every order update a non-HOT one. The noted orders are a
--- table of their own, small, pruned by the job once refunds were processed. Orders already
--- cancelled with money when this migration runs are noted too (without an alert each).
+-- table of their own, pruned by the job once refunds were processed; those never refunded stay
+-- listed. Orders already cancelled with money when this migration runs are noted by the next one
+-- (0055), in its own transaction: this one only changes the schema, holding its locks briefly.
 -- depends: 0053_failed_refunds_raise_an_alert
 
-alter table storeops.tenants add column auto_refund_cancelled boolean not null default false;
+-- Like 0045: during a deploy that meets a long transaction, give up after 10 s instead of queueing
+-- every insert (intake's included) behind the wait for these tables' locks.
+set local lock_timeout = '10s';
 
-comment on column storeops.tenants.auto_refund_cancelled is
-  'When true, the runner refunds what a cancelled order still holds (storeops.refunds_owed), once per order.';
+alter table storeops.tenants add column auto_refund_cancelled_since timestamptz;
+
+comment on column storeops.tenants.auto_refund_cancelled_since is
+  'Set (e.g. to now()), the runner refunds what each cancelled order noted from then on still holds (storeops.refunds_owed), once per order; NULL: never.';
 
 create function storeops.cancelled_order_refund_key(p_order_id uuid)
 returns text
@@ -43,14 +49,14 @@ create table storeops.cancelled_paid_orders (
   order_id uuid primary key references storeops.orders (id) on delete cascade,
   tenant_id uuid not null references storeops.tenants (id) on delete cascade,
   flagged_at timestamptz not null default now(),
-  alerted_owed bigint not null default 0,
+  alerted_paid bigint not null default 0,
   auto_attempts integer not null default 0,
   auto_error text,
   auto_retry_at timestamptz
 );
 
 comment on table storeops.cancelled_paid_orders is
-  'Cancelled orders found holding money (by a trigger on orders), the amount owed when last alerted, and the automatic refund''s failed tries. Read storeops.refunds_owed for what is owed.';
+  'Cancelled orders found holding money (by a trigger on orders), the amount paid when last alerted, and the automatic refund''s failed tries. Read storeops.refunds_owed for what is owed.';
 
 create index cancelled_paid_orders_tenant_idx on storeops.cancelled_paid_orders (tenant_id, flagged_at);
 
@@ -64,7 +70,7 @@ select o.tenant_id, o.id as order_id, o.razorpay_order_id, o.currency, o.amount_
        r.pending as refund_pending,
        o.amount_paid - r.processed - r.pending as owed,
        c.flagged_at,
-       t.auto_refund_cancelled as auto_refund,
+       coalesce(c.flagged_at >= t.auto_refund_cancelled_since, false) as auto_refund,
        a.id as auto_refund_id,
        a.status as auto_refund_status,
        c.auto_attempts,
@@ -73,12 +79,13 @@ select o.tenant_id, o.id as order_id, o.razorpay_order_id, o.currency, o.amount_
 from storeops.cancelled_paid_orders c
 join storeops.orders o on o.id = c.order_id
 join storeops.tenants t on t.id = o.tenant_id
--- Refunds counted as request_refund counts them (every one not failed), in bigint as every amount.
+-- The refunds not failed, in the order's currency (a refund in another currency gives back none of
+-- it), in bigint as every amount.
 cross join lateral (
   select coalesce(sum(x.amount) filter (where x.status = 'processed'), 0)::bigint as processed,
          coalesce(sum(x.amount) filter (where x.status = 'pending'), 0)::bigint as pending
   from storeops.refunds x
-  where x.order_id = o.id
+  where x.order_id = o.id and x.currency = o.currency
 ) r
 left join storeops.refunds a
   on a.order_id = o.id and a.idempotency_key = storeops.cancelled_order_refund_key(o.id)
@@ -86,7 +93,7 @@ where o.status = 'cancelled'
   and o.amount_paid - r.processed - r.pending > 0;
 
 comment on view storeops.refunds_owed is
-  'Cancelled orders still holding the customer''s money (minor units): owed = amount_paid - refunds processed or pending. auto_refund_id/status: the automatic refund, once made; auto_attempts/error/retry_at: its failed tries.';
+  'Cancelled orders still holding the customer''s money (minor units): owed = amount_paid - refunds processed or pending in the order''s currency. auto_refund: the runner will refund it (noted since the tenant opted in); auto_refund_id/status: the automatic refund, once made; auto_attempts/error/retry_at: its failed tries.';
 
 grant select on storeops.refunds_owed to storeops_runner, storeops_tenant;
 
@@ -101,32 +108,33 @@ as $$
 declare
   v_committed bigint;
   v_owed bigint;
-  v_alerted bigint;
+  v_alerted_paid bigint;
   v_auto boolean;
   v_why text := 'cancelled after its payment was captured';
 begin
   -- (The trigger's WHEN: cancelled, and more paid than processed refunds give back.) Noted even when
   -- refunds still pending cover it: one of them may yet fail, and then it is owed again.
   select coalesce(sum(amount), 0)::bigint into v_committed
-  from storeops.refunds where order_id = new.id and status <> 'failed';
+  from storeops.refunds where order_id = new.id and status <> 'failed' and currency = new.currency;
   v_owed := new.amount_paid - v_committed;
   insert into storeops.cancelled_paid_orders as c (order_id, tenant_id, flagged_at)
   values (new.id, new.tenant_id, now())
   on conflict (order_id) do update set flagged_at = excluded.flagged_at
-  returning c.alerted_owed into v_alerted;
-  -- One alert per amount owed: none while refunds being made cover it, none again for the same
-  -- amount (a tenant cancelling and un-cancelling its order), one more if more was captured.
-  if v_owed <= v_alerted then
+  returning c.alerted_paid into v_alerted_paid;
+  -- An alert when it owes and more was paid than at the last one: none while refunds being made
+  -- cover it, none again for the same money (a tenant cancelling and un-cancelling its order), one
+  -- more when more is captured (even while the first refund is still pending).
+  if v_owed <= 0 or new.amount_paid <= v_alerted_paid then
     return new;
   end if;
-  update storeops.cancelled_paid_orders set alerted_owed = v_owed where order_id = new.id;
+  update storeops.cancelled_paid_orders set alerted_paid = new.amount_paid where order_id = new.id;
   if tg_op = 'UPDATE' then
     if old.status = 'cancelled' then
       v_why := 'captured after the order was cancelled';
     end if;
   end if;
   -- Whether the job will refund it: the tenant opted in and no automatic refund was made for it yet.
-  select t.auto_refund_cancelled
+  select t.auto_refund_cancelled_since is not null
          and not exists (select 1 from storeops.refunds r
                          where r.idempotency_key = storeops.cancelled_order_refund_key(new.id))
   into v_auto
@@ -157,23 +165,6 @@ create trigger orders_alert_refund_owed_on_insert
   for each row
   when (new.status = 'cancelled' and new.amount_paid > new.refund_amount)
   execute function storeops_private.alert_on_refund_owed();
-
--- The orders cancelled with money before this migration: noted, and alerted in one summary (an
--- alert each could be thousands at once); their automatic refunds, for tenants that opt in, follow.
-with noted as (
-  insert into storeops.cancelled_paid_orders (order_id, tenant_id, flagged_at, alerted_owed)
-  select o.id, o.tenant_id, now(), greatest(o.amount_paid - coalesce(r.committed, 0), 0)
-  from storeops.orders o
-  left join lateral (select sum(x.amount)::bigint as committed from storeops.refunds x
-                     where x.order_id = o.id and x.status <> 'failed') r on true
-  where o.status = 'cancelled' and o.amount_paid > o.refund_amount
-  returning order_id, alerted_owed
-)
-select storeops.raise_alert('refund_owed', null, jsonb_build_object(
-         'why', 'cancelled orders holding money found when storeops learned to look for them',
-         'orders', count(*) filter (where alerted_owed > 0), 'list', 'select * from storeops.refunds_owed'))
-from noted
-having count(*) filter (where alerted_owed > 0) > 0;
 
 -- The automatic refund's key belongs to its order: nobody (another tenant included) can take it
 -- for another refund and so make the job believe the order was refunded.

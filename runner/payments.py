@@ -14,8 +14,9 @@ refund still pending here under a rfnd_ id whose outcome webhook has not come
 (recover_missed_refunds, migration 0050).
 
 A cancelled order still holding the customer's money (storeops.refunds_owed, migration 0054) is
-refunded by the runner itself when its tenant opted in (tenants.auto_refund_cancelled): once per
-order, under a key derived from the order (refund_cancelled_orders).
+refunded by the runner itself when its tenant opted in (tenants.auto_refund_cancelled_since; the
+orders noted from then on): once per order, under a key derived from the order
+(refund_cancelled_orders).
 """
 
 from __future__ import annotations
@@ -124,9 +125,18 @@ PROCESS_PAYMENT_WEBHOOKS = "select storeops.process_payment_webhooks(%(limit)s) 
 LIST_REFUNDS_TO_RECOVER = ("select refund_id, tenant_id, razorpay_refund_id from storeops.list_refunds_to_recover("
                            "%(older_than)s, %(recheck)s, %(limit)s)")
 RECORD_REFUND_CHECK = "select storeops.record_refund_check(%(refund_id)s, %(refund)s) as webhook_id"
-LIST_AUTO_REFUNDS = ("select tenant_id, order_id, owed, currency from storeops.refunds_owed "
-                     "where auto_refund and auto_refund_id is null and (auto_retry_at is null or auto_retry_at <= now()) "
-                     "order by auto_retry_at nulls first, flagged_at, order_id limit %(limit)s")
+# Tenants take turns: each one's first due order, then each one's second, ... so a bulk RTO at one
+# store does not hold up the others' refunds for hours. Within a tenant, orders not tried yet first.
+LIST_AUTO_REFUNDS = """
+select tenant_id, order_id, owed, currency from (
+  select tenant_id, order_id, owed, currency, flagged_at,
+         row_number() over (partition by tenant_id order by auto_retry_at nulls first, flagged_at, order_id) as turn
+  from storeops.refunds_owed
+  where auto_refund and auto_refund_id is null and (auto_retry_at is null or auto_retry_at <= now())
+) due
+order by turn, flagged_at, order_id
+limit %(limit)s
+"""
 RECORD_AUTO_REFUND_FAILURE = "select storeops.record_auto_refund_failure(%(order_id)s, %(error)s)"
 AUTO_REFUND_REASON = "order cancelled: refunded automatically"
 ALREADY_REQUESTED = "this refund was already requested with the same idempotency key"  # create_refund's note
@@ -333,7 +343,7 @@ async def recover_missed_refunds(pool: AsyncConnectionPool,
 
 async def refund_cancelled_orders(pool: AsyncConnectionPool,
                                   client_for: Callable[[Any], Awaitable[RazorpayClient]], *,
-                                  limit: int = 100) -> tuple[int, int]:
+                                  limit: int = 200) -> tuple[int, int]:
     """Refund what each cancelled order of an opted-in tenant still holds (storeops.refunds_owed:
     amount paid less processed and pending refunds), through create_refund like any refund, under
     the order's own idempotency key (storeops.cancelled_order_refund_key): an order gets at most one

@@ -11,7 +11,7 @@
 | ssl_checks | 1 day | TLS certificate of each verified domain: issuer, expiry, hostname match |
 | shipment_poll | 1 hour | shipments without an update for 6 hours, via the tracking API |
 | payment_recovery | 1 hour | Razorpay payments of the last 25 hours that never arrived as webhooks |
-| refund_cancelled_orders | 15 min | cancelled orders still holding money, of tenants that opted in (auto_refund_cancelled) |
+| refund_cancelled_orders | 15 min | cancelled orders still holding money, of tenants that opted in (auto_refund_cancelled_since) |
 """
 
 from __future__ import annotations

@@ -1461,7 +1461,7 @@ CREATE TABLE storeops.cancelled_paid_orders (
     order_id uuid NOT NULL,
     tenant_id uuid NOT NULL,
     flagged_at timestamp with time zone DEFAULT now() NOT NULL,
-    alerted_owed bigint DEFAULT 0 NOT NULL,
+    alerted_paid bigint DEFAULT 0 NOT NULL,
     auto_attempts integer DEFAULT 0 NOT NULL,
     auto_error text,
     auto_retry_at timestamp with time zone
@@ -1471,7 +1471,7 @@ CREATE TABLE storeops.cancelled_paid_orders (
 -- Name: TABLE cancelled_paid_orders; Type: COMMENT; Schema: storeops; Owner: -
 --
 
-COMMENT ON TABLE storeops.cancelled_paid_orders IS 'Cancelled orders found holding money (by a trigger on orders), the amount owed when last alerted, and the automatic refund''s failed tries. Read storeops.refunds_owed for what is owed.';
+COMMENT ON TABLE storeops.cancelled_paid_orders IS 'Cancelled orders found holding money (by a trigger on orders), the amount paid when last alerted, and the automatic refund''s failed tries. Read storeops.refunds_owed for what is owed.';
 
 --
 -- Name: record_auto_refund_failure(uuid, text, timestamp with time zone); Type: FUNCTION; Schema: storeops; Owner: -
@@ -2257,32 +2257,33 @@ CREATE FUNCTION storeops_private.alert_on_refund_owed() RETURNS trigger
 declare
   v_committed bigint;
   v_owed bigint;
-  v_alerted bigint;
+  v_alerted_paid bigint;
   v_auto boolean;
   v_why text := 'cancelled after its payment was captured';
 begin
   -- (The trigger's WHEN: cancelled, and more paid than processed refunds give back.) Noted even when
   -- refunds still pending cover it: one of them may yet fail, and then it is owed again.
   select coalesce(sum(amount), 0)::bigint into v_committed
-  from storeops.refunds where order_id = new.id and status <> 'failed';
+  from storeops.refunds where order_id = new.id and status <> 'failed' and currency = new.currency;
   v_owed := new.amount_paid - v_committed;
   insert into storeops.cancelled_paid_orders as c (order_id, tenant_id, flagged_at)
   values (new.id, new.tenant_id, now())
   on conflict (order_id) do update set flagged_at = excluded.flagged_at
-  returning c.alerted_owed into v_alerted;
-  -- One alert per amount owed: none while refunds being made cover it, none again for the same
-  -- amount (a tenant cancelling and un-cancelling its order), one more if more was captured.
-  if v_owed <= v_alerted then
+  returning c.alerted_paid into v_alerted_paid;
+  -- An alert when it owes and more was paid than at the last one: none while refunds being made
+  -- cover it, none again for the same money (a tenant cancelling and un-cancelling its order), one
+  -- more when more is captured (even while the first refund is still pending).
+  if v_owed <= 0 or new.amount_paid <= v_alerted_paid then
     return new;
   end if;
-  update storeops.cancelled_paid_orders set alerted_owed = v_owed where order_id = new.id;
+  update storeops.cancelled_paid_orders set alerted_paid = new.amount_paid where order_id = new.id;
   if tg_op = 'UPDATE' then
     if old.status = 'cancelled' then
       v_why := 'captured after the order was cancelled';
     end if;
   end if;
   -- Whether the job will refund it: the tenant opted in and no automatic refund was made for it yet.
-  select t.auto_refund_cancelled
+  select t.auto_refund_cancelled_since is not null
          and not exists (select 1 from storeops.refunds r
                          where r.idempotency_key = storeops.cancelled_order_refund_key(new.id))
   into v_auto
@@ -3565,7 +3566,7 @@ CREATE TABLE storeops.tenants (
     razorpay_account_id text,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
-    auto_refund_cancelled boolean DEFAULT false NOT NULL,
+    auto_refund_cancelled_since timestamp with time zone,
     CONSTRAINT tenants_name_not_blank CHECK ((btrim(name) <> ''::text)),
     CONSTRAINT tenants_razorpay_account_id_format CHECK (((razorpay_account_id IS NULL) OR (razorpay_account_id ~ '^acc_[A-Za-z0-9]+$'::text)))
 );
@@ -3577,10 +3578,10 @@ CREATE TABLE storeops.tenants (
 COMMENT ON TABLE storeops.tenants IS 'One merchant store. razorpay_account_id, when set, is cross-checked against the account_id of each Razorpay webhook.';
 
 --
--- Name: COLUMN tenants.auto_refund_cancelled; Type: COMMENT; Schema: storeops; Owner: -
+-- Name: COLUMN tenants.auto_refund_cancelled_since; Type: COMMENT; Schema: storeops; Owner: -
 --
 
-COMMENT ON COLUMN storeops.tenants.auto_refund_cancelled IS 'When true, the runner refunds what a cancelled order still holds (storeops.refunds_owed), once per order.';
+COMMENT ON COLUMN storeops.tenants.auto_refund_cancelled_since IS 'Set (e.g. to now()), the runner refunds what each cancelled order noted from then on still holds (storeops.refunds_owed), once per order; NULL: never.';
 
 --
 -- Name: refunds_owed; Type: VIEW; Schema: storeops; Owner: -
@@ -3596,7 +3597,7 @@ CREATE VIEW storeops.refunds_owed WITH (security_invoker='true') AS
     r.pending AS refund_pending,
     ((o.amount_paid - r.processed) - r.pending) AS owed,
     c.flagged_at,
-    t.auto_refund_cancelled AS auto_refund,
+    COALESCE((c.flagged_at >= t.auto_refund_cancelled_since), false) AS auto_refund,
     a.id AS auto_refund_id,
     a.status AS auto_refund_status,
     c.auto_attempts,
@@ -3608,7 +3609,7 @@ CREATE VIEW storeops.refunds_owed WITH (security_invoker='true') AS
      CROSS JOIN LATERAL ( SELECT (COALESCE(sum(x.amount) FILTER (WHERE (x.status = 'processed'::text)), (0)::numeric))::bigint AS processed,
             (COALESCE(sum(x.amount) FILTER (WHERE (x.status = 'pending'::text)), (0)::numeric))::bigint AS pending
            FROM storeops.refunds x
-          WHERE (x.order_id = o.id)) r)
+          WHERE ((x.order_id = o.id) AND (x.currency = o.currency))) r)
      LEFT JOIN storeops.refunds a ON (((a.order_id = o.id) AND (a.idempotency_key = storeops.cancelled_order_refund_key(o.id)))))
   WHERE ((o.status = 'cancelled'::text) AND (((o.amount_paid - r.processed) - r.pending) > 0));
 
@@ -3616,7 +3617,7 @@ CREATE VIEW storeops.refunds_owed WITH (security_invoker='true') AS
 -- Name: VIEW refunds_owed; Type: COMMENT; Schema: storeops; Owner: -
 --
 
-COMMENT ON VIEW storeops.refunds_owed IS 'Cancelled orders still holding the customer''s money (minor units): owed = amount_paid - refunds processed or pending. auto_refund_id/status: the automatic refund, once made; auto_attempts/error/retry_at: its failed tries.';
+COMMENT ON VIEW storeops.refunds_owed IS 'Cancelled orders still holding the customer''s money (minor units): owed = amount_paid - refunds processed or pending in the order''s currency. auto_refund: the runner will refund it (noted since the tenant opted in); auto_refund_id/status: the automatic refund, once made; auto_attempts/error/retry_at: its failed tries.';
 
 --
 -- Name: scheduler_ticks; Type: TABLE; Schema: storeops; Owner: -

@@ -102,7 +102,7 @@ def test_unpaid_and_not_cancelled_orders_owe_nothing(conn):
 
 def test_a_tenant_sees_only_its_own_refunds_owed(conn):
     mine, theirs = make_tenant(conn, "Mine"), make_tenant(conn, "Theirs")
-    conn.execute("update storeops.tenants set auto_refund_cancelled = true where id = %s", (mine,))
+    conn.execute("update storeops.tenants set auto_refund_cancelled_since = now() - interval '1 day' where id = %s", (mine,))
     my_order, _, _ = _order(conn, mine)
     their_order, _, _ = _order(conn, theirs)
     conn.execute("update storeops.orders set status = 'cancelled' where id in (%s, %s)", (my_order, their_order))
@@ -260,3 +260,23 @@ def test_pruning_skips_an_order_being_changed_and_keeps_it_if_it_owes_again(fres
         capture.commit()
         assert job.execute("select storeops.prune_cancelled_paid_orders()").fetchone()[0] == 0
         assert owed(job)[order]["owed"] == 20_000
+
+
+def test_more_captured_while_a_refund_is_pending_is_alerted(conn):
+    tenant = make_tenant(conn)
+    order, _, _ = _order(conn, tenant)
+    conn.execute("update storeops.orders set status = 'cancelled' where id = %s", (order,))
+    conn.execute("select storeops.request_refund(%s, %s, 50000, 'RTO')", (tenant, order))  # on its way back
+    conn.execute("update storeops.orders set amount_paid = 100000 where id = %s", (order,))  # a second capture
+    assert owed(conn)[order]["owed"] == 50_000
+    assert sorted(a["owed"] for a in alerts(conn)) == [50_000, 50_000]  # when cancelled, and now
+
+
+def test_a_refund_in_another_currency_gives_back_none_of_what_is_owed(conn):
+    tenant = make_tenant(conn)
+    order, _, _ = _order(conn, tenant)
+    conn.execute("update storeops.orders set status = 'cancelled' where id = %s", (order,))
+    conn.execute("""insert into storeops.refunds (tenant_id, order_id, razorpay_refund_id, amount, currency, status, source)
+                    values (%s, %s, 'rfnd_OtherCcy000001', 1000, 'USD', 'processed', 'dashboard')""", (tenant, order))
+    row = owed(conn)[order]
+    assert (row["owed"], row["refunded"], row["currency"]) == (50_000, 0, "INR")

@@ -447,7 +447,7 @@ def _cancel(db_url: str, *order_ids) -> None:
 
 def _opt_in(db_url: str, tenant_id) -> None:
     with psycopg.connect(db_url, autocommit=True) as c:
-        c.execute("update storeops.tenants set auto_refund_cancelled = true where id = %s", (tenant_id,))
+        c.execute("update storeops.tenants set auto_refund_cancelled_since = now() - interval '1 day' where id = %s", (tenant_id,))
 
 
 async def test_cancelled_orders_of_a_tenant_that_opted_in_are_refunded_once(fresh_db, pool, client, razorpay_server):
@@ -539,13 +539,12 @@ async def test_the_refund_cancelled_orders_job_uses_the_tenants_key_and_skips_te
     assert owed == [{"order_id": keyless["order_id"], "owed": 20_000}]
 
 
-async def test_orders_that_cannot_be_refunded_automatically_wait_behind_the_others(fresh_db, pool, client,
-                                                                                  razorpay_server):
+async def test_tenants_take_turns_and_orders_that_cannot_be_refunded_wait(fresh_db, pool, client, razorpay_server):
     keyless = [paid_order(fresh_db, razorpay_server, amount=10_000)]  # a tenant with no API key to refund with
     keyless += [paid_order(fresh_db, razorpay_server, amount=10_000, tenant_id=keyless[0]["tenant_id"]) for _ in range(2)]
     keyed = paid_order(fresh_db, razorpay_server, amount=20_000)
     _cancel(fresh_db, *(o["order_id"] for o in keyless))
-    _cancel(fresh_db, keyed["order_id"])  # cancelled last: the oldest are the keyless tenant's
+    _cancel(fresh_db, keyed["order_id"])  # cancelled last: the oldest three are the keyless tenant's
     _opt_in(fresh_db, keyless[0]["tenant_id"])
     _opt_in(fresh_db, keyed["tenant_id"])
 
@@ -554,14 +553,31 @@ async def test_orders_that_cannot_be_refunded_automatically_wait_behind_the_othe
             return client
         raise ValueError("no Razorpay API key for this tenant")
 
-    assert await payments.refund_cancelled_orders(pool, client_for, limit=2) == (0, 2)  # two keyless ones
-    assert await payments.refund_cancelled_orders(pool, client_for, limit=2) == (1, 1)  # then the rest
+    # Each tenant's first order comes before anyone's second: the keyed tenant's refund goes out now.
+    assert await payments.refund_cancelled_orders(pool, client_for, limit=2) == (1, 1)
     [made] = razorpay_server.refunds
     assert made["amount"] == 20_000
+    assert await payments.refund_cancelled_orders(pool, client_for, limit=2) == (0, 2)  # the other two
     waiting = query(fresh_db, "select auto_attempts, auto_error, auto_retry_at > now() + interval '50 minutes' as later "
                               "from storeops.refunds_owed order by order_id")
     assert waiting == [{"auto_attempts": 1, "auto_error": "no Razorpay API key for this tenant", "later": True}] * 3
     assert await payments.refund_cancelled_orders(pool, client_for, limit=2) == (0, 0)  # nothing due for an hour
+
+
+async def test_only_orders_cancelled_after_the_tenant_opted_in_are_refunded_automatically(
+        fresh_db, pool, client, razorpay_server):
+    backlog = paid_order(fresh_db, razorpay_server)
+    _cancel(fresh_db, backlog["order_id"])  # before the opt-in: perhaps settled outside Razorpay
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute("update storeops.tenants set auto_refund_cancelled_since = clock_timestamp() where id = %s",
+                  (backlog["tenant_id"],))
+    fresh = paid_order(fresh_db, razorpay_server, amount=30_000, tenant_id=backlog["tenant_id"])
+    _cancel(fresh_db, fresh["order_id"])
+    assert await payments.refund_cancelled_orders(pool, _the(client)) == (1, 0)
+    [made] = razorpay_server.refunds
+    assert made["amount"] == 30_000
+    owed = query(fresh_db, "select order_id, owed, auto_refund from storeops.refunds_owed")
+    assert owed == [{"order_id": backlog["order_id"], "owed": 50_000, "auto_refund": False}]
 
 
 async def test_a_cancelled_order_with_two_captures_is_left_to_a_person(fresh_db, pool, client, razorpay_server):
