@@ -2283,7 +2283,7 @@ begin
     end if;
   end if;
   -- Whether the job will refund it: the tenant opted in and no automatic refund was made for it yet.
-  select t.auto_refund_cancelled_since is not null
+  select coalesce(t.auto_refund_cancelled_since <= now(), false)
          and not exists (select 1 from storeops.refunds r
                          where r.idempotency_key = storeops.cancelled_order_refund_key(new.id))
   into v_auto

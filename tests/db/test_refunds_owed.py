@@ -108,6 +108,8 @@ def test_a_tenant_sees_only_its_own_refunds_owed(conn):
     conn.execute("update storeops.orders set status = 'cancelled' where id in (%s, %s)", (my_order, their_order))
     assert set(owed(conn)) == {my_order, their_order}
     assert owed(conn)[my_order]["auto_refund"] is True and owed(conn)[their_order]["auto_refund"] is False
+    told = {a["order_id"]: a["auto_refund"] for a in alerts(conn)}
+    assert told == {str(my_order): True, str(their_order): False}
     as_tenant(conn, mine)
     assert set(owed(conn)) == {my_order}
 
