@@ -128,7 +128,7 @@ RECORD_REFUND_CHECK = "select storeops.record_refund_check(%(refund_id)s, %(refu
 # Tenants take turns: each one's first due order, then each one's second, ... so a bulk RTO at one
 # store does not hold up the others' refunds for hours. Within a tenant, orders not tried yet first.
 LIST_AUTO_REFUNDS = """
-select tenant_id, order_id, owed, currency from (
+select tenant_id, order_id, owed, currency, storeops.cancelled_order_refund_key(order_id) from (
   select tenant_id, order_id, owed, currency, flagged_at,
          row_number() over (partition by tenant_id order by auto_retry_at nulls first, flagged_at, order_id) as turn
   from storeops.refunds_owed
@@ -367,13 +367,10 @@ async def refund_cancelled_orders(pool: AsyncConnectionPool,
         await cur.execute(LIST_AUTO_REFUNDS, {"limit": limit})
         due = await cur.fetchall()
     made = left = 0
-    for n, (tenant_id, order_id, owed, currency) in enumerate(due):
+    for n, (tenant_id, order_id, owed, currency, key) in enumerate(due):
         where = {"tenant_id": str(tenant_id), "order_id": str(order_id), "amount": owed, "currency": currency}
         try:
             client = await client_for(tenant_id)
-            async with pool.connection() as conn, conn.cursor(row_factory=scalar_row) as cur:
-                await cur.execute("select storeops.cancelled_order_refund_key(%s)", (order_id,))
-                key = await cur.fetchone()
             refund = await create_refund(pool, client, tenant_id, order_id, owed, AUTO_REFUND_REASON, key)
         except (RefundRejected, ValueError) as exc:  # this order only: refused by our checks, or no API key
             left += 1

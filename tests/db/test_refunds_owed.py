@@ -29,6 +29,16 @@ def _order(conn, tenant_id, amount=50_000, paid=True) -> tuple:
     return order_id, rzp_order, pay_id
 
 
+def _refund(conn, tenant_id, order_id, amount, reason="RTO", key=None):
+    """A refund requested (pending), as create-refund records it before Razorpay is asked; its id."""
+    return conn.execute("select id from storeops.request_refund(%s, %s, %s, %s, %s)",
+                        (tenant_id, order_id, amount, reason, key)).fetchone()[0]
+
+
+def _settle(conn, refund_id, status, rfnd_id=None, error=None) -> None:
+    conn.execute("select storeops.record_refund_result(%s, %s, %s, %s)", (refund_id, rfnd_id, status, error))
+
+
 def owed(conn) -> dict:
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute("select * from storeops.refunds_owed").fetchall()
@@ -59,12 +69,12 @@ def test_a_paid_order_returned_to_origin_owes_its_refund_until_it_is_refunded(co
     assert alert["why"] == "cancelled after its payment was captured" and alert["auto_refund"] is False
 
     # A refund being made counts: only the rest is owed. Later events raise nothing more.
-    refund = conn.execute("select id from storeops.request_refund(%s, %s, 20000, 'RTO')", (tenant, order)).fetchone()[0]
+    refund = _refund(conn, tenant, order, 20_000)
     assert owed(conn)[order]["refund_pending"] == 20_000 and owed(conn)[order]["owed"] == 30_000
     apply_event(conn, tenant, webhook_payload("AWB-OWED-1", 10, T0 + timedelta(days=5)))  # RTO delivered
-    conn.execute("select storeops.record_refund_result(%s, 'rfnd_OwedTest00001', 'processed', null)", (refund,))
+    _settle(conn, refund, "processed", "rfnd_OwedTest00001")
     assert owed(conn)[order]["refunded"] == 20_000 and owed(conn)[order]["owed"] == 30_000
-    conn.execute("select storeops.request_refund(%s, %s, 30000, 'RTO, the rest')", (tenant, order))
+    _refund(conn, tenant, order, 30_000, "RTO, the rest")
     assert owed(conn) == {}
     assert len(alerts(conn)) == 1
 
@@ -72,10 +82,10 @@ def test_a_paid_order_returned_to_origin_owes_its_refund_until_it_is_refunded(co
 def test_a_failed_refund_leaves_the_money_owed(conn):
     tenant = make_tenant(conn)
     order, _, _ = _order(conn, tenant)
-    refund = conn.execute("select id from storeops.request_refund(%s, %s, 50000, 'cancelled')", (tenant, order)).fetchone()[0]
+    refund = _refund(conn, tenant, order, 50_000, "cancelled")
     conn.execute("update storeops.orders set status = 'cancelled' where id = %s", (order,))
     assert owed(conn) == {} and alerts(conn) == []  # the whole amount is on its way back
-    conn.execute("select storeops.record_refund_result(%s, null, 'failed', 'Razorpay refused it')", (refund,))
+    _settle(conn, refund, "failed", error="Razorpay refused it")
     assert owed(conn)[order]["owed"] == 50_000
 
 
@@ -120,10 +130,10 @@ def test_the_automatic_refund_key_is_one_per_order_and_one_razorpay_accepts(conn
     key = conn.execute("select storeops.cancelled_order_refund_key(%s)", (order,)).fetchone()[0]
     assert key == f"cancelled-{order}"
     conn.execute("update storeops.orders set status = 'cancelled' where id = %s", (order,))
-    first = conn.execute("select id from storeops.request_refund(%s, %s, 50000, 'auto', %s)", (tenant, order, key)).fetchone()[0]
-    again = conn.execute("select id from storeops.request_refund(%s, %s, 50000, 'auto', %s)", (tenant, order, key)).fetchone()[0]
+    first = _refund(conn, tenant, order, 50_000, "auto", key)
+    again = _refund(conn, tenant, order, 50_000, "auto", key)
     assert first == again
-    conn.execute("select storeops.record_refund_result(%s, null, 'failed', 'refused')", (first,))
+    _settle(conn, first, "failed", error="refused")
     row = owed(conn)[order]
     assert (row["owed"], row["auto_refund_id"], row["auto_refund_status"]) == (50_000, first, "failed")
 
@@ -146,7 +156,7 @@ def test_the_automatic_refund_key_of_an_order_cannot_be_taken_by_another_refund(
     key = conn.execute("select storeops.cancelled_order_refund_key(%s)", (victim_order,)).fetchone()[0]
     conn.execute("savepoint taken")
     try:
-        conn.execute("select storeops.request_refund(%s, %s, 1000, 'mine', %s)", (squatter, squatter_order, key))
+        _refund(conn, squatter, squatter_order, 1000, "mine", key)
         raise AssertionError("another order's reserved key was accepted")
     except psycopg.Error as exc:
         assert exc.sqlstate == "SO400" and "reserved" in exc.diag.message_primary
@@ -160,13 +170,13 @@ def test_a_pending_refund_that_fails_is_owed_again_though_razorpay_counted_it(co
     tenant = make_tenant(conn)
     order, _, pay_id = _order(conn, tenant)
     conn.execute("update storeops.orders set status = 'cancelled' where id = %s", (order,))
-    refund = conn.execute("select id from storeops.request_refund(%s, %s, 50000, 'RTO')", (tenant, order)).fetchone()[0]
+    refund = _refund(conn, tenant, order, 50_000)
     # Razorpay's payment counts a refund as soon as it is made, pending or not; recovery stores that.
     conn.execute("update storeops.razorpay_payments set status = 'refunded', amount_refunded = amount "
                  "where razorpay_payment_id = %s", (pay_id,))
     assert owed(conn) == {}
     assert conn.execute("select storeops.prune_cancelled_paid_orders()").fetchone()[0] == 0  # still pending
-    conn.execute("select storeops.record_refund_result(%s, null, 'failed', 'Razorpay refused it')", (refund,))
+    _settle(conn, refund, "failed", error="Razorpay refused it")
     assert owed(conn)[order]["owed"] == 50_000
 
 
@@ -197,9 +207,8 @@ def test_settled_orders_are_forgotten_and_pending_ones_kept(conn):
     settled, _, _ = _order(conn, tenant)
     pending, _, _ = _order(conn, tenant)
     conn.execute("update storeops.orders set status = 'cancelled' where id in (%s, %s)", (settled, pending))
-    refund = conn.execute("select id from storeops.request_refund(%s, %s, 50000, 'RTO')", (tenant, settled)).fetchone()[0]
-    conn.execute("select storeops.record_refund_result(%s, 'rfnd_OwedTest00002', 'processed', null)", (refund,))
-    conn.execute("select storeops.request_refund(%s, %s, 50000, 'RTO')", (tenant, pending))
+    _settle(conn, _refund(conn, tenant, settled, 50_000), "processed", "rfnd_OwedTest00002")
+    _refund(conn, tenant, pending, 50_000)
     assert conn.execute("select storeops.prune_cancelled_paid_orders()").fetchone()[0] == 1
     noted = {r[0] for r in conn.execute("select order_id from storeops.cancelled_paid_orders").fetchall()}
     assert noted == {pending}  # its refund may yet fail, and then it is owed again
@@ -239,8 +248,7 @@ def test_orders_cancelled_with_money_before_the_migration_are_listed(fresh_db):
         before, _, _ = _order(c, tenant)
         settled, _, _ = _order(c, tenant)
         c.execute("update storeops.orders set status = 'cancelled' where id in (%s, %s)", (before, settled))
-        refund = c.execute("select id from storeops.request_refund(%s, %s, 50000, 'RTO')", (tenant, settled)).fetchone()[0]
-        c.execute("select storeops.record_refund_result(%s, 'rfnd_Before0054001', 'processed', null)", (refund,))
+        _settle(c, _refund(c, tenant, settled, 50_000), "processed", "rfnd_Before0054001")
     migrate.apply(fresh_db)
     with psycopg.connect(fresh_db) as c:
         assert {k: v["owed"] for k, v in owed(c).items()} == {before: 50_000}
@@ -253,8 +261,7 @@ def test_pruning_skips_an_order_being_changed_and_keeps_it_if_it_owes_again(fres
         tenant = make_tenant(c)
         order, _, _ = _order(c, tenant)
         c.execute("update storeops.orders set status = 'cancelled' where id = %s", (order,))
-        refund = c.execute("select id from storeops.request_refund(%s, %s, 50000, 'RTO')", (tenant, order)).fetchone()[0]
-        c.execute("select storeops.record_refund_result(%s, 'rfnd_PruneRace0001', 'processed', null)", (refund,))
+        _settle(c, _refund(c, tenant, order, 50_000), "processed", "rfnd_PruneRace0001")
     with psycopg.connect(fresh_db) as capture, psycopg.connect(fresh_db, autocommit=True) as job:
         # A second capture is being applied (its transaction holds the order) while the job prunes.
         capture.execute("update storeops.orders set amount_paid = 70000 where id = %s", (order,))
@@ -268,7 +275,7 @@ def test_more_captured_while_a_refund_is_pending_is_alerted(conn):
     tenant = make_tenant(conn)
     order, _, _ = _order(conn, tenant)
     conn.execute("update storeops.orders set status = 'cancelled' where id = %s", (order,))
-    conn.execute("select storeops.request_refund(%s, %s, 50000, 'RTO')", (tenant, order))  # on its way back
+    _refund(conn, tenant, order, 50_000)  # on its way back
     conn.execute("update storeops.orders set amount_paid = 100000 where id = %s", (order,))  # a second capture
     assert owed(conn)[order]["owed"] == 50_000
     assert sorted(a["owed"] for a in alerts(conn)) == [50_000, 50_000]  # when cancelled, and now
