@@ -436,10 +436,13 @@ async def _shiprocket(req: WebhookRequest) -> _Accepted:
     body = await req.body(req.state.ctx.settings.max_body_bytes)
     token = _credential(req, "x-api-key")
     payload, event_id, webhook_type = _shiprocket_parse(body)
-    awb, order_ref = payload.get("awb"), payload.get("sr_order_id") or payload.get("order_id")
+    # Whose it is, found as processing will find it (by AWB, then sr_order_id or the store's own order
+    # reference, then our order uuid in order_id), so that the token checked is that tenant's.
+    refs = [payload.get(k) for k in ("awb", "sr_order_id", "order_id")]
     tenant_id, cfg = await _tenant_config(
-        req, tenant_id, "select storeops.get_tenant_for_awb(%s, %s)",
-        (str(awb) if awb is not None else None, str(order_ref) if order_ref is not None else None), _SR_KIND)
+        req, tenant_id,
+        "select coalesce(storeops.get_tenant_for_awb(%s, %s), storeops.get_tenant_for_awb(null, %s))",
+        tuple(str(v) if v is not None else None for v in refs), _SR_KIND)
     return _shiprocket_accept(req, body, token, event_id, webhook_type, tenant_id, cfg, started)
 
 

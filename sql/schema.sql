@@ -2176,6 +2176,30 @@ $$;
 COMMENT ON FUNCTION storeops.schedule_operation_retry(p_tenant_id uuid, p_operation_type text, p_operation_id uuid, p_payload jsonb, p_error text, p_now timestamp with time zone) IS 'Counts a failure of an operation: schedules retry n at 5*2^(n-1) minutes, or marks it failed after max_attempts. Never duplicates a live row.';
 
 --
+-- Name: alert_on_domain_lost(); Type: FUNCTION; Schema: storeops_private; Owner: -
+--
+
+CREATE FUNCTION storeops_private.alert_on_domain_lost() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+begin
+  if new.status in ('at_risk', 'failed') and old.status in ('verified', 'at_risk')
+     and new.status is distinct from old.status then
+    perform storeops.raise_alert('domain_' || new.status, new.tenant_id, jsonb_build_object(
+      'domain_id', new.id, 'domain', new.domain, 'error', new.last_verification_error,
+      'last_verified_at', new.last_verified_at, 'at_risk_since', coalesce(new.at_risk_since, old.at_risk_since)));
+  end if;
+  return new;
+end
+$$;
+
+--
+-- Name: FUNCTION alert_on_domain_lost(); Type: COMMENT; Schema: storeops_private; Owner: -
+--
+
+COMMENT ON FUNCTION storeops_private.alert_on_domain_lost() IS 'A verified domain going at_risk, or an at_risk one failing, raises domain_at_risk or domain_failed, whoever changed it.';
+
+--
 -- Name: alert_on_operation_failed(); Type: FUNCTION; Schema: storeops_private; Owner: -
 --
 
@@ -2785,6 +2809,33 @@ $$;
 COMMENT ON FUNCTION storeops_private.apply_tracking_events(p_shipment_ids uuid[], p_events jsonb[], p_source text, p_now timestamp with time zone) IS 'apply_tracking_event for a batch of events already matched to their (locked) shipments, in one statement: same history, status, courier and order results as applying them one by one in array order.';
 
 --
+-- Name: check_platform_token_scope(); Type: FUNCTION; Schema: storeops_private; Owner: -
+--
+
+CREATE FUNCTION storeops_private.check_platform_token_scope() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+begin
+  if exists (select 1 from storeops.tenant_secrets s
+             where s.tenant_id = new.tenant_id and s.kind = 'shiprocket_webhook'
+               and (s.expires_at is null or s.expires_at > now())) then
+    raise exception 'shipping webhook % came in under the platform token, but tenant % has its own Shiprocket token',
+      new.id, new.tenant_id
+      using errcode = 'SO403',
+            hint = 'not applied: that tenant''s events must carry its own token (its per-tenant URL, or the shared URL with its token)';
+  end if;
+  return new;
+end
+$$;
+
+--
+-- Name: FUNCTION check_platform_token_scope(); Type: COMMENT; Schema: storeops_private; Owner: -
+--
+
+COMMENT ON FUNCTION storeops_private.check_platform_token_scope() IS 'A Shiprocket webhook stored without a tenant (checked against the platform token) is not applied to a tenant that has its own token (SO403).';
+
+--
 -- Name: check_reserved_refund_key(); Type: FUNCTION; Schema: storeops_private; Owner: -
 --
 
@@ -2806,6 +2857,32 @@ $$;
 --
 
 COMMENT ON FUNCTION storeops_private.check_reserved_refund_key() IS 'Idempotency keys beginning cancelled- are the automatic refunds'' of cancelled orders: each only on its own order.';
+
+--
+-- Name: check_shipment_order_tenant(); Type: FUNCTION; Schema: storeops_private; Owner: -
+--
+
+CREATE FUNCTION storeops_private.check_shipment_order_tenant() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+declare
+  v_owner uuid;
+begin
+  select o.tenant_id into v_owner from storeops.orders o where o.id = new.order_id;
+  if found and v_owner is distinct from new.tenant_id then
+    raise exception 'order % belongs to another tenant', new.order_id
+      using errcode = 'SO403', hint = 'a shipment is recorded by the tenant that owns its order';
+  end if;
+  return new;
+end
+$$;
+
+--
+-- Name: FUNCTION check_shipment_order_tenant(); Type: COMMENT; Schema: storeops_private; Owner: -
+--
+
+COMMENT ON FUNCTION storeops_private.check_shipment_order_tenant() IS 'A shipment''s order must belong to the shipment''s tenant (SO403); reads orders as the owner, past RLS.';
 
 --
 -- Name: configure_database(); Type: FUNCTION; Schema: storeops_private; Owner: -
@@ -3811,6 +3888,13 @@ ALTER TABLE ONLY storeops.cancelled_paid_orders
     ADD CONSTRAINT cancelled_paid_orders_pkey PRIMARY KEY (order_id);
 
 --
+-- Name: custom_domains custom_domains_domain_is_a_host_name; Type: CHECK CONSTRAINT; Schema: storeops; Owner: -
+--
+
+ALTER TABLE storeops.custom_domains
+    ADD CONSTRAINT custom_domains_domain_is_a_host_name CHECK ((domain ~ '^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$'::text)) NOT VALID;
+
+--
 -- Name: custom_domains custom_domains_domain_unique; Type: CONSTRAINT; Schema: storeops; Owner: -
 --
 
@@ -4301,6 +4385,12 @@ CREATE INDEX system_health_checks_type_time_idx ON storeops.system_health_checks
 CREATE INDEX tenant_secrets_tenant_kind_idx ON storeops.tenant_secrets USING btree (tenant_id, kind);
 
 --
+-- Name: custom_domains custom_domains_alert_lost; Type: TRIGGER; Schema: storeops; Owner: -
+--
+
+CREATE TRIGGER custom_domains_alert_lost AFTER UPDATE OF status ON storeops.custom_domains FOR EACH ROW WHEN (((new.status = ANY (ARRAY['at_risk'::text, 'failed'::text])) AND (old.status = ANY (ARRAY['verified'::text, 'at_risk'::text])) AND (new.status IS DISTINCT FROM old.status))) EXECUTE FUNCTION storeops_private.alert_on_domain_lost();
+
+--
 -- Name: custom_domains custom_domains_set_updated_at; Type: TRIGGER; Schema: storeops; Owner: -
 --
 
@@ -4383,6 +4473,18 @@ CREATE TRIGGER refunds_reserved_key BEFORE INSERT OR UPDATE OF idempotency_key, 
 --
 
 CREATE TRIGGER refunds_set_updated_at BEFORE UPDATE ON storeops.refunds FOR EACH ROW EXECUTE FUNCTION storeops_private.set_updated_at();
+
+--
+-- Name: shipping_webhooks shipping_webhooks_platform_token_scope; Type: TRIGGER; Schema: storeops; Owner: -
+--
+
+CREATE TRIGGER shipping_webhooks_platform_token_scope BEFORE UPDATE OF tenant_id ON storeops.shipping_webhooks FOR EACH ROW WHEN (((old.tenant_id IS NULL) AND (new.tenant_id IS NOT NULL))) EXECUTE FUNCTION storeops_private.check_platform_token_scope();
+
+--
+-- Name: shiprocket_shipments shiprocket_shipments_order_of_same_tenant; Type: TRIGGER; Schema: storeops; Owner: -
+--
+
+CREATE TRIGGER shiprocket_shipments_order_of_same_tenant BEFORE INSERT OR UPDATE OF tenant_id, order_id ON storeops.shiprocket_shipments FOR EACH ROW EXECUTE FUNCTION storeops_private.check_shipment_order_tenant();
 
 --
 -- Name: shiprocket_shipments shiprocket_shipments_set_updated_at; Type: TRIGGER; Schema: storeops; Owner: -

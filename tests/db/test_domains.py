@@ -221,3 +221,81 @@ def test_ssl_failure_keeps_the_last_known_certificate_and_the_reason(conn, tenan
     assert row == ("failed", T0 + timedelta(days=60), "R11", "connection refused by shop.example.in:443")
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="not one of"):
         conn.execute("select storeops.record_ssl_check(%s, 'great', null, null, null)", (d,))
+
+
+def _refused(c, sql, args, error=psycopg.errors.InsufficientPrivilege):
+    c.execute("savepoint refused")
+    with pytest.raises(error):
+        c.execute(sql, args)
+    c.execute("rollback to savepoint refused")
+
+
+def test_a_tenant_adds_domains_and_switches_auto_verify_but_cannot_write_their_verification(conn, tenant):
+    as_tenant(conn, tenant)
+    d, status, token = conn.execute(
+        "insert into storeops.custom_domains (tenant_id, domain) values (%s, 'mine.example.in') "
+        "returning id, status, verification_token", (tenant,)).fetchone()
+    assert status == "pending" and len(token) == 32  # storeops's token, not one the store chose
+    conn.execute(f"UPDATE custom_domains SET auto_verify = true WHERE id = '{d}'")  # the seed guide's, verbatim
+    for sql in (
+        # marking a domain verified without any DNS check, at insert or later
+        "insert into storeops.custom_domains (tenant_id, domain, status) values (%s, 'victim.example.in', 'verified')",
+        "update storeops.custom_domains set status = 'verified', last_verified_at = now() where tenant_id = %s",
+        # choosing the token (say, one an earlier owner of the domain left in DNS)
+        "insert into storeops.custom_domains (tenant_id, domain, verification_token) values (%s, 'old.example.in', 'abc')",
+        # renaming a checked domain to one never checked; hiding a domain at risk; faking SSL
+        "update storeops.custom_domains set domain = 'never-checked.example.in' where tenant_id = %s",
+        "update storeops.custom_domains set at_risk_since = null, consecutive_failures = 0 where tenant_id = %s",
+        "update storeops.custom_domains set ssl_status = 'active' where tenant_id = %s",
+    ):
+        _refused(conn, sql, (tenant,))
+    assert conn.execute("select status, auto_verify, domain from storeops.custom_domains where id = %s",
+                        (d,)).fetchone() == ("pending", True, "mine.example.in")
+    conn.execute("delete from storeops.custom_domains where id = %s", (d,))  # and it can remove one
+
+
+@pytest.mark.parametrize("bad", ["bücher.de", " shop.example.in", "shop_1.example.in", "localhost",
+                                 "-shop.example.in", "shop-.example.in", "a..example.in", "shop.example.in\u3002",
+                                 "shop.example.in/", f"{'a' * 64}.example.in"])
+def test_a_domain_is_stored_as_a_host_name_in_a_label_form(conn, tenant, bad):
+    _refused(conn, "insert into storeops.custom_domains (tenant_id, domain) values (%s, %s)", (tenant, bad),
+             psycopg.errors.CheckViolation)
+
+
+def test_a_label_and_plain_host_names_are_accepted(conn, tenant):
+    for good in ("xn--bcher-kva.de", "shop-1.example.in", "a.in", f"{'a' * 63}.example.in"):
+        make_domain(conn, tenant, good)
+
+
+def domain_alerts(c, domain_id):
+    return c.execute("select kind, tenant_id, details from storeops.alerts where details ->> 'domain_id' = %s",
+                     (str(domain_id),)).fetchall()
+
+
+def test_a_verified_domain_going_at_risk_then_failing_raises_one_alert_each(conn, tenant):
+    d = make_domain(conn, tenant)
+    record(conn, d, True)
+    gone = "CNAME points to old.host.in, expected stores.storeops.in"
+    record(conn, d, False, True, gone, T0 + timedelta(days=1))
+    assert domain_alerts(conn, d) == []  # one failure: still verified, nobody paged
+    record(conn, d, False, True, gone, T0 + timedelta(days=2))
+    record(conn, d, False, True, gone, T0 + timedelta(days=3))  # still at risk: no second alert
+    [(kind, tenant_id, details)] = domain_alerts(conn, d)
+    assert (kind, tenant_id) == ("domain_at_risk", tenant)
+    assert details["domain"] == "shop.example.in" and details["error"] == gone
+    assert details["at_risk_since"].startswith("2026-03-03")
+    assert record(conn, d, False, True, gone, T0 + timedelta(days=10))[0] == "failed"
+    kinds = [k for k, _, _ in domain_alerts(conn, d)]
+    assert sorted(kinds) == ["domain_at_risk", "domain_failed"]
+    failed = next(x for k, _, x in domain_alerts(conn, d) if k == "domain_failed")
+    assert "7-day grace over" in failed["error"] and failed["last_verified_at"].startswith("2026-03-01")
+
+
+def test_a_new_domain_that_never_verifies_raises_no_domain_alert(conn, tenant):
+    d = make_domain(conn, tenant)
+    now = T0
+    for _ in range(6):
+        status = record(conn, d, False, True, "NXDOMAIN for shop.example.in", now)[0]
+        now += timedelta(hours=3)
+    assert status == "failed"
+    assert domain_alerts(conn, d) == []  # the retry queue's operation_failed says it (never a live store)

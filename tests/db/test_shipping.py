@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 from datetime import UTC, datetime, timedelta
 
+import psycopg
+import pytest
 from _shipping_helpers import (
     apply_event,
     history,
@@ -318,3 +320,85 @@ def test_tenants_read_status_codes_and_only_their_own_history(conn):
     seen = {r[0] for r in conn.execute("select shipment_id from shipping_tracking_updates")}
     assert seen == {ship}
     assert other_ship not in seen
+
+
+def _refused_403(c, sql, args):
+    c.execute("savepoint refused")
+    with pytest.raises(psycopg.Error) as caught:
+        c.execute(sql, args)
+    c.execute("rollback to savepoint refused")
+    assert caught.value.sqlstate == "SO403", caught.value
+    return caught.value
+
+
+def test_a_store_cannot_point_a_shipment_at_another_stores_order(conn):
+    victim, victim_order, _ship = _setup(conn, awb="AWB-VICTIM")
+    intruder = make_tenant(conn, "Intruder")
+    own_order = make_order(conn, intruder)
+    as_tenant(conn, intruder)
+    # RLS hides the victim's order from the intruder, but the foreign key alone would have let it through.
+    err = _refused_403(conn, "insert into storeops.shiprocket_shipments (tenant_id, order_id, awb) values (%s, %s, 'AWB-FORGED')",
+                       (intruder, victim_order))
+    assert str(victim_order) in err.diag.message_primary
+    mine = conn.execute("insert into storeops.shiprocket_shipments (tenant_id, order_id, awb) values (%s, %s, 'AWB-OWN') "
+                        "returning id", (intruder, own_order)).fetchone()[0]
+    _refused_403(conn, "update storeops.shiprocket_shipments set order_id = %s where id = %s", (victim_order, mine))
+    conn.execute("reset role")
+    # So its own RTO event, under its own tenant, moves only its own order.
+    apply_event(conn, intruder, webhook_payload("AWB-OWN", 9, T0))
+    assert (order_status(conn, victim_order), order_status(conn, own_order)) == ("paid", "cancelled")
+    # The runner is held to it too.
+    _refused_403(conn, "insert into storeops.shiprocket_shipments (tenant_id, order_id) values (%s, %s)",
+                 (intruder, victim_order))
+
+
+def _own_token(c, tenant, expires_at=None):
+    c.execute("insert into storeops.tenant_secrets (tenant_id, kind, secret, expires_at) "
+              "values (%s, 'shiprocket_webhook', 'sr-own', %s)", (tenant, expires_at))
+
+
+@pytest.mark.parametrize("named_by", ["awb", "order uuid"])
+def test_a_webhook_under_the_platform_token_is_not_applied_to_a_store_with_its_own_token(conn, named_by):
+    guarded, guarded_order, _ = _setup(conn, awb="AWB-GUARDED")
+    _own_token(conn, guarded)
+    shared, shared_order, _ = _setup(conn, awb="AWB-SHARED")  # uses the platform token: applied as before
+    payload = (webhook_payload("AWB-GUARDED", 9, T0) if named_by == "awb"
+               else webhook_payload("AWB-NOT-YET", 9, T0, sr_order_id=123456, order_id=str(guarded_order)))
+    forged = store_webhook(conn, None, payload)  # intake stores it tenantless after checking the platform token
+    fine = store_webhook(conn, None, webhook_payload("AWB-SHARED", 7, T0))
+    assert conn.execute("select storeops.process_shipping_webhooks(500)").fetchone()[0] == 2
+    assert (order_status(conn, guarded_order), order_status(conn, shared_order)) == ("paid", "delivered")
+    processed, error, tenant_id = conn.execute(
+        "select processed, error, tenant_id from storeops.shipping_webhooks where id = %s", (forged,)).fetchone()
+    assert not processed and tenant_id is None and "has its own Shiprocket token" in error
+    assert conn.execute("select tenant_id, processed from storeops.shipping_webhooks where id = %s",
+                        (fine,)).fetchone() == (shared, True)
+    # Its retry meets the same refusal.
+    _refused_403(conn, "select storeops.apply_shipping_webhook(%s)", (forged,))
+    assert order_status(conn, guarded_order) == "paid"
+
+
+def test_a_store_whose_own_token_expired_is_back_on_the_platform_token(conn):
+    tenant, order, _ = _setup(conn, awb="AWB-EXPIRED")
+    _own_token(conn, tenant, expires_at=T0)
+    store_webhook(conn, None, webhook_payload("AWB-EXPIRED", 7, T0))
+    conn.execute("select storeops.process_shipping_webhooks(500)")
+    assert order_status(conn, order) == "delivered"
+
+
+def test_shipments_pointing_at_another_tenants_order_before_the_migration_raise_one_alert(fresh_db):
+    from runner import migrate
+
+    ours = "0057_shipments_act_only_on_their_tenants_orders"
+    applied = migrate.state(fresh_db).applied
+    assert migrate.rollback(fresh_db, len(applied) - applied.index(ours))[-1] == ours
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        a, b = make_tenant(c, "A"), make_tenant(c, "B")
+        crossed = make_shipment(c, b, make_order(c, a), awb="AWB-CROSSED")
+        make_shipment(c, a, make_order(c, a), awb="AWB-FINE")
+    migrate.apply(fresh_db)
+    with psycopg.connect(fresh_db) as c:
+        [(tenant_id, details)] = c.execute(
+            "select tenant_id, details from storeops.alerts where kind = 'shipment_order_mismatch'").fetchall()
+        assert tenant_id is None and details["shipments"] == 1
+        assert [s["shipment_id"] for s in details["sample"]] == [str(crossed)]

@@ -193,6 +193,23 @@ def test_shiprocket_token_checked_and_success_is_exactly_200(live):
     assert _count(live["db"], "select count(*) from storeops.shipping_webhooks where payload->>'awb' = 'AWB-HTTP-1'") == 1
 
 
+
+def test_shiprocket_on_the_shared_url_checks_the_token_of_the_order_it_names(live):
+    """A's first events for a shipment not recorded yet name A's order only by our uuid (order_id;
+    sr_order_id is Shiprocket's own): intake finds A by it, as processing would, and checks A's token."""
+    order, _ = _order(live["db"], live["tenant_a"])
+    event = {"awb": "AWB-HTTP-2", "current_status": "IN TRANSIT", "shipment_status": "IN TRANSIT",
+             "shipment_status_id": 18, "current_timestamp": "23 05 2023 11:43:52", "sr_order_id": 99887766,
+             "order_id": order, "scans": []}
+    body = json.dumps(event).encode()
+    url = f"{live['url']}/functions/v1/shipping-webhook"
+    # The platform token, which every store without its own knows, does not speak for A.
+    assert httpx.post(url, content=body, headers={"x-api-key": SHIPROCKET_TOKEN}).status_code == 401
+    assert _count(live["db"], "select count(*) from storeops.shipping_webhooks where payload->>'awb' = 'AWB-HTTP-2'") == 0
+    assert httpx.post(url, content=body, headers={"x-api-key": "sr-a"}).status_code == 200
+    assert _count(live["db"], "select count(*) from storeops.shipping_webhooks where payload->>'awb' = 'AWB-HTTP-2' "
+                  "and tenant_id = %s", live["tenant_a"]) == 1
+
 # -- admin endpoints ------------------------------------------------------------------------------------
 def _paid_order(live, fake_rzp, tenant_key: str = "tenant_a", amount: int = 100_000) -> tuple[str, str]:
     order, rzp_order = _order(live["db"], live[tenant_key], amount)
