@@ -2176,6 +2176,35 @@ $$;
 COMMENT ON FUNCTION storeops.schedule_operation_retry(p_tenant_id uuid, p_operation_type text, p_operation_id uuid, p_payload jsonb, p_error text, p_now timestamp with time zone) IS 'Counts a failure of an operation: schedules retry n at 5*2^(n-1) minutes, or marks it failed after max_attempts. Never duplicates a live row.';
 
 --
+-- Name: alert_on_certificate_ending(); Type: FUNCTION; Schema: storeops_private; Owner: -
+--
+
+CREATE FUNCTION storeops_private.alert_on_certificate_ending() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+declare
+  v_known boolean;  -- the previous check saw this certificate, already in this state
+begin
+  v_known := old.ssl_expires_at is not distinct from new.ssl_expires_at
+             and old.ssl_checked_at is not null
+             and old.ssl_checked_at >= new.ssl_expires_at
+                                       - case new.ssl_status when 'expiring' then interval '30 days' else interval '0' end;
+  if not v_known then
+    perform storeops.raise_alert('ssl_' || new.ssl_status, new.tenant_id, jsonb_build_object(
+      'domain_id', new.id, 'domain', new.domain, 'ssl_expires_at', new.ssl_expires_at,
+      'ssl_issuer', new.ssl_issuer, 'ssl_error', new.ssl_error));
+  end if;
+  return new;
+end
+$$;
+
+--
+-- Name: FUNCTION alert_on_certificate_ending(); Type: COMMENT; Schema: storeops_private; Owner: -
+--
+
+COMMENT ON FUNCTION storeops_private.alert_on_certificate_ending() IS 'A live domain''s certificate found expiring (30 days) or expired raises ssl_expiring / ssl_expired, once per certificate and state.';
+
+--
 -- Name: alert_on_domain_lost(); Type: FUNCTION; Schema: storeops_private; Owner: -
 --
 
@@ -4383,6 +4412,12 @@ CREATE INDEX system_health_checks_type_time_idx ON storeops.system_health_checks
 --
 
 CREATE INDEX tenant_secrets_tenant_kind_idx ON storeops.tenant_secrets USING btree (tenant_id, kind);
+
+--
+-- Name: custom_domains custom_domains_alert_certificate_ending; Type: TRIGGER; Schema: storeops; Owner: -
+--
+
+CREATE TRIGGER custom_domains_alert_certificate_ending AFTER UPDATE OF ssl_status, ssl_expires_at, ssl_checked_at ON storeops.custom_domains FOR EACH ROW WHEN (((new.ssl_status = ANY (ARRAY['expiring'::text, 'expired'::text])) AND (new.status = ANY (ARRAY['verified'::text, 'at_risk'::text])) AND (new.ssl_expires_at IS NOT NULL))) EXECUTE FUNCTION storeops_private.alert_on_certificate_ending();
 
 --
 -- Name: custom_domains custom_domains_alert_lost; Type: TRIGGER; Schema: storeops; Owner: -

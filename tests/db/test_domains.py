@@ -299,3 +299,36 @@ def test_a_new_domain_that_never_verifies_raises_no_domain_alert(conn, tenant):
         now += timedelta(hours=3)
     assert status == "failed"
     assert domain_alerts(conn, d) == []  # the retry queue's operation_failed says it (never a live store)
+
+
+def ssl_check(c, domain_id, status, expires_at, at, error=None):
+    return c.execute("select ssl_status from storeops.record_ssl_check(%s, %s, %s, 'R11', %s, %s)",
+                     (domain_id, status, expires_at, error, at)).fetchone()[0]
+
+
+def test_a_live_domains_certificate_running_out_raises_one_alert_per_certificate_and_state(conn, tenant):
+    d = make_domain(conn, tenant)
+    record(conn, d, True)
+    first_cert, renewed = T0 + timedelta(days=40), T0 + timedelta(days=130)
+    assert ssl_check(conn, d, "active", first_cert, T0) == "active"
+    assert ssl_check(conn, d, "active", first_cert, T0 + timedelta(days=11)) == "expiring"
+    assert ssl_check(conn, d, "active", first_cert, T0 + timedelta(days=12)) == "expiring"  # known: no second
+    assert ssl_check(conn, d, "failed", None, T0 + timedelta(days=13), "timeout") == "failed"  # a blip
+    assert ssl_check(conn, d, "active", first_cert, T0 + timedelta(days=14)) == "expiring"  # still known
+    assert ssl_check(conn, d, "active", first_cert, T0 + timedelta(days=41)) == "expired"
+    assert ssl_check(conn, d, "active", first_cert, T0 + timedelta(days=42)) == "expired"
+    # Renewed, and months later near its end again: told again.
+    assert ssl_check(conn, d, "active", renewed, T0 + timedelta(days=43)) == "active"
+    assert ssl_check(conn, d, "active", renewed, T0 + timedelta(days=101)) == "expiring"
+    alerts = conn.execute("select kind, tenant_id, details ->> 'ssl_expires_at' from storeops.alerts "
+                          "where details ->> 'domain_id' = %s and kind like 'ssl_%%' order by kind, details ->> 'ssl_expires_at'",
+                          (str(d),)).fetchall()
+    assert [(k, t) for k, t, _ in alerts] == [("ssl_expired", tenant), ("ssl_expiring", tenant), ("ssl_expiring", tenant)]
+    assert [e[:10] for _, _, e in alerts] == ["2026-04-10", "2026-04-10", "2026-07-09"]
+
+
+def test_a_domain_not_live_raises_no_certificate_alert(conn, tenant):
+    d = make_domain(conn, tenant)  # pending: nobody is sent there yet
+    assert ssl_check(conn, d, "active", T0 - timedelta(days=1), T0) == "expired"
+    assert conn.execute("select count(*) from storeops.alerts where details ->> 'domain_id' = %s",
+                        (str(d),)).fetchone()[0] == 0

@@ -109,3 +109,46 @@ async def test_ssl_check_records_status_issuer_and_expiry(pool, settings, domain
     with psycopg.connect(fresh_db) as c:
         assert c.execute("select ssl_status, ssl_error is not null from custom_domains where id = %s",
                          (domain["id"],)).fetchone() == ("failed", True)
+
+
+async def test_recheck_takes_every_due_domain_in_batches_and_one_that_fails_stops_nothing(pool, settings, domain,
+                                                                                          fresh_db, caplog):
+    names = ["a.shop.test", "b.shop.test", "c.shop.test"]
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        for name in names:
+            c.execute("insert into storeops.custom_domains (tenant_id, domain, auto_verify) values (%s, %s, true)",
+                      (domain["tenant_id"], name))
+        # b's result cannot be recorded (as when it is deleted mid-run): a test-only trigger refuses it.
+        c.execute("create function public.refuse_b() returns trigger language plpgsql as $$ "
+                  "begin if new.domain = 'b.shop.test' then raise exception 'refused for the test'; end if; "
+                  "return new; end $$")
+        c.execute("create trigger refuse_b before update on storeops.custom_domains "
+                  "for each row execute function public.refuse_b()")
+    # One at a time (limit 1), every due domain in one run; b is tried once, not again and again.
+    assert await recheck_due(pool, settings, limit=1) == 2
+    [failure] = [r for r in caplog.records if r.getMessage() == "domain re-check failed"]
+    assert failure.domain == "b.shop.test" and "refused for the test" in failure.error
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        checked = dict(c.execute("select domain, last_checked_at is not null from storeops.custom_domains "
+                                 "where domain = any(%s)", (names,)).fetchall())
+        assert checked == {"a.shop.test": True, "b.shop.test": False, "c.shop.test": True}
+        c.execute("drop trigger refuse_b on storeops.custom_domains")
+    assert await recheck_due(pool, settings, limit=1) == 1  # the next run takes b
+    assert await recheck_due(pool, settings, limit=1) == 0
+
+
+async def test_ssl_checks_take_every_verified_domain_due_in_batches(pool, settings, domain, fresh_db):
+    from types import SimpleNamespace
+
+    from runner import scheduler
+
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        for name in ("a.shop.test", "b.shop.test", "c.shop.test"):
+            c.execute("insert into storeops.custom_domains (tenant_id, domain, status) values (%s, %s, 'verified')",
+                      (domain["tenant_id"], name))
+    ctx = SimpleNamespace(pool=pool, settings=settings)
+    assert await scheduler._ssl_checks(ctx, None, batch=2) == 3  # nothing listens on their port 443 here
+    with psycopg.connect(fresh_db) as c:
+        rows = c.execute("select ssl_status, ssl_error from storeops.custom_domains where status = 'verified'").fetchall()
+    assert len(rows) == 3 and all(status == "failed" and error for status, error in rows)
+    assert await scheduler._ssl_checks(ctx, None, batch=2) == 0  # checked today

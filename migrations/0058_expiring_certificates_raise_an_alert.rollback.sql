@@ -1,0 +1,3 @@
+-- Back to 0057: a certificate found expiring or expired raises no alert.
+drop trigger if exists custom_domains_alert_certificate_ending on storeops.custom_domains;
+drop function if exists storeops_private.alert_on_certificate_ending();
