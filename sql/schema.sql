@@ -3597,6 +3597,36 @@ $$;
 COMMENT ON FUNCTION storeops_private.settle_orders(p_order_ids uuid[], p_now timestamp with time zone) IS 'Recomputes the orders'' payment fields and reconciliation after their payments or refunds changed (per event, or once per batch).';
 
 --
+-- Name: wake_waiting_shipping_webhooks(); Type: FUNCTION; Schema: storeops_private; Owner: -
+--
+
+CREATE FUNCTION storeops_private.wake_waiting_shipping_webhooks() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+begin
+  update storeops.shipping_webhooks w
+  set attempts = 0
+  where w.id in (
+    select x.id from storeops.shipping_webhooks x
+    where not x.processed and x.attempts > 0
+      and (x.tenant_id is null or x.tenant_id = new.tenant_id)
+      and (btrim(x.payload ->> 'awb') = new.awb
+           or btrim(x.payload ->> 'sr_order_id') = new.sr_order_id
+           or btrim(x.payload ->> 'order_id') = new.channel_order_id
+           or btrim(x.payload ->> 'order_id') = new.order_id::text)
+    for update skip locked);
+  return new;
+end
+$$;
+
+--
+-- Name: FUNCTION wake_waiting_shipping_webhooks(); Type: COMMENT; Schema: storeops_private; Owner: -
+--
+
+COMMENT ON FUNCTION storeops_private.wake_waiting_shipping_webhooks() IS 'A shipment recorded (or given its AWB, sr_order_id or channel order id) makes the failed webhooks naming it fresh again (attempts 0), so the workers apply them whatever their retries did.';
+
+--
 -- Name: domain_verification_logs; Type: TABLE; Schema: storeops; Owner: -
 --
 
@@ -3793,6 +3823,12 @@ WITH (autovacuum_vacuum_scale_factor='0.02');
 --
 
 COMMENT ON TABLE storeops.shipping_webhooks IS 'Every Shiprocket tracking webhook as received, deduplicated on awb + shipment_status_id + current_timestamp.';
+
+--
+-- Name: COLUMN shipping_webhooks.attempts; Type: COMMENT; Schema: storeops; Owner: -
+--
+
+COMMENT ON COLUMN storeops.shipping_webhooks.attempts IS 'Failed tries since it last became applicable: back to 0 when its shipment is recorded (0059), so a fresh try follows.';
 
 --
 -- Name: shiprocket_shipments; Type: TABLE; Schema: storeops; Owner: -
@@ -4360,6 +4396,24 @@ CREATE INDEX shipping_webhooks_tenant_idx ON storeops.shipping_webhooks USING bt
 CREATE INDEX shipping_webhooks_unprocessed_idx ON storeops.shipping_webhooks USING btree (created_at) WHERE (NOT processed);
 
 --
+-- Name: shipping_webhooks_waiting_awb_idx; Type: INDEX; Schema: storeops; Owner: -
+--
+
+CREATE INDEX shipping_webhooks_waiting_awb_idx ON storeops.shipping_webhooks USING btree (btrim((payload ->> 'awb'::text))) WHERE ((NOT processed) AND (attempts > 0));
+
+--
+-- Name: shipping_webhooks_waiting_order_ref_idx; Type: INDEX; Schema: storeops; Owner: -
+--
+
+CREATE INDEX shipping_webhooks_waiting_order_ref_idx ON storeops.shipping_webhooks USING btree (btrim((payload ->> 'order_id'::text))) WHERE ((NOT processed) AND (attempts > 0));
+
+--
+-- Name: shipping_webhooks_waiting_sr_order_idx; Type: INDEX; Schema: storeops; Owner: -
+--
+
+CREATE INDEX shipping_webhooks_waiting_sr_order_idx ON storeops.shipping_webhooks USING btree (btrim((payload ->> 'sr_order_id'::text))) WHERE ((NOT processed) AND (attempts > 0));
+
+--
 -- Name: shiprocket_shipments_channel_order_idx; Type: INDEX; Schema: storeops; Owner: -
 --
 
@@ -4526,6 +4580,18 @@ CREATE TRIGGER shiprocket_shipments_order_of_same_tenant BEFORE INSERT OR UPDATE
 --
 
 CREATE TRIGGER shiprocket_shipments_set_updated_at BEFORE UPDATE ON storeops.shiprocket_shipments FOR EACH ROW EXECUTE FUNCTION storeops_private.set_updated_at();
+
+--
+-- Name: shiprocket_shipments shiprocket_shipments_wake_waiting_webhooks; Type: TRIGGER; Schema: storeops; Owner: -
+--
+
+CREATE TRIGGER shiprocket_shipments_wake_waiting_webhooks AFTER INSERT ON storeops.shiprocket_shipments FOR EACH ROW EXECUTE FUNCTION storeops_private.wake_waiting_shipping_webhooks();
+
+--
+-- Name: shiprocket_shipments shiprocket_shipments_wake_waiting_webhooks_on_update; Type: TRIGGER; Schema: storeops; Owner: -
+--
+
+CREATE TRIGGER shiprocket_shipments_wake_waiting_webhooks_on_update AFTER UPDATE OF awb, sr_order_id, channel_order_id ON storeops.shiprocket_shipments FOR EACH ROW WHEN (((new.awb IS DISTINCT FROM old.awb) OR (new.sr_order_id IS DISTINCT FROM old.sr_order_id) OR (new.channel_order_id IS DISTINCT FROM old.channel_order_id))) EXECUTE FUNCTION storeops_private.wake_waiting_shipping_webhooks();
 
 --
 -- Name: tenants tenants_set_updated_at; Type: TRIGGER; Schema: storeops; Owner: -

@@ -17,6 +17,7 @@ from _shipping_helpers import (
     store_webhook,
 )
 from fakes.shiprocket_server import scan, webhook_payload
+from psycopg.types.json import Jsonb
 from support import as_tenant, make_order, make_tenant
 
 # Shiprocket's official sample webhook (reference §6), verbatim.
@@ -402,3 +403,62 @@ def test_shipments_pointing_at_another_tenants_order_before_the_migration_raise_
             "select tenant_id, details from storeops.alerts where kind = 'shipment_order_mismatch'").fetchall()
         assert tenant_id is None and details["shipments"] == 1
         assert [s["shipment_id"] for s in details["sample"]] == [str(crossed)]
+
+
+def _give_up_retries(c, hook):
+    """As if its five retries had run out: the retry row failed, the webhook tried six times."""
+    c.execute("update storeops.operation_retry_queue set status = 'failed', attempts = 5 where operation_id = %s", (hook,))
+    c.execute("update storeops.shipping_webhooks set attempts = 6 where id = %s", (hook,))
+
+
+@pytest.mark.parametrize("recorded", ["with its awb", "awb given later", "by sr_order_id", "by order uuid"])
+def test_a_webhook_whose_retries_ran_out_is_applied_once_its_shipment_is_recorded(conn, recorded):
+    tenant = make_tenant(conn)
+    order = make_order(conn, tenant)
+    set_order_status(conn, order, "paid")
+    late = webhook_payload("AWB-LATE", 7, T0, sr_order_id=556677, order_id="STORE-LATE-1")
+    hook = store_webhook(conn, tenant, late)
+    conn.execute("select storeops.process_shipping_webhooks(500)")
+    _give_up_retries(conn, hook)
+    assert conn.execute("select storeops.process_shipping_webhooks(500)").fetchone()[0] == 0  # nothing fresh
+    if recorded == "with its awb":
+        make_shipment(conn, tenant, order, awb="AWB-LATE")
+    elif recorded == "awb given later":
+        ship = make_shipment(conn, tenant, order)
+        conn.execute("update storeops.shiprocket_shipments set courier_name = 'Delhivery' where id = %s", (ship,))
+        assert conn.execute("select attempts from storeops.shipping_webhooks where id = %s", (hook,)).fetchone()[0] == 6
+        conn.execute("update storeops.shiprocket_shipments set awb = 'AWB-LATE' where id = %s", (ship,))
+    elif recorded == "by sr_order_id":
+        make_shipment(conn, tenant, order, sr_order_id="556677")
+    else:
+        late["order_id"] = str(order)
+        conn.execute("update storeops.shipping_webhooks set payload = %s where id = %s", (Jsonb(late), hook))
+        make_shipment(conn, tenant, order, channel_order_id="STORE-OTHER")
+    assert conn.execute("select attempts from storeops.shipping_webhooks where id = %s", (hook,)).fetchone()[0] == 0
+    assert conn.execute("select storeops.process_shipping_webhooks(500)").fetchone()[0] == 1
+    assert order_status(conn, order) == "delivered"
+    assert conn.execute("select processed from storeops.shipping_webhooks where id = %s", (hook,)).fetchone()[0]
+
+
+def test_another_tenants_shipment_does_not_wake_a_tenants_waiting_webhook(conn):
+    tenant, other = make_tenant(conn), make_tenant(conn, "Other")
+    hook = store_webhook(conn, tenant, webhook_payload("AWB-SHARED-NUMBER", 7, T0))
+    conn.execute("select storeops.process_shipping_webhooks(500)")
+    _give_up_retries(conn, hook)
+    make_shipment(conn, other, make_order(conn, other), awb="AWB-SHARED-NUMBER")
+    assert conn.execute("select attempts from storeops.shipping_webhooks where id = %s", (hook,)).fetchone()[0] == 6
+
+
+def test_a_store_recording_its_shipment_wakes_its_waiting_webhooks_through_rls(conn):
+    tenant = make_tenant(conn)
+    order = make_order(conn, tenant)
+    hook = store_webhook(conn, None, webhook_payload("AWB-BY-STORE", 18, T0))  # the platform token's
+    conn.execute("select storeops.process_shipping_webhooks(500)")
+    _give_up_retries(conn, hook)
+    as_tenant(conn, tenant)
+    conn.execute("insert into storeops.shiprocket_shipments (tenant_id, order_id, awb) values (%s, %s, 'AWB-BY-STORE')",
+                 (tenant, order))
+    conn.execute("reset role")
+    assert conn.execute("select storeops.process_shipping_webhooks(500)").fetchone()[0] == 1
+    assert conn.execute("select tenant_id, processed from storeops.shipping_webhooks where id = %s",
+                        (hook,)).fetchone() == (tenant, True)
