@@ -149,7 +149,8 @@ async def verify_domain_dns(request: Request) -> Response:
                 raise BadRequest(404, f"domain {domain_id} not found for this tenant")
             if domain is not None and row[0] != domain:
                 raise BadRequest(400, f"domain_id {domain_id} is {row[0]}, not {domain}")
-            result = await domains.verify_and_record(ctx.pool, ctx.settings, str(domain_id), str(tenant_id))
+            result = await domains.verify_and_record(ctx.pool, ctx.settings, str(domain_id), str(tenant_id),
+                                                      manual=True)
         except LookupError as exc:
             raise BadRequest(404, str(exc)) from exc
         except psycopg.Error as exc:

@@ -56,7 +56,7 @@ where id = %(domain_id)s and (%(tenant_id)s::uuid is null or tenant_id = %(tenan
 
 _RECORD_VERIFICATION = f"""
 select {_COLUMNS} from storeops.record_domain_verification(
-  %(domain_id)s, %(success)s, %(definitive)s, %(error)s, %(records)s, %(duration_ms)s)
+  %(domain_id)s, %(success)s, %(definitive)s, %(error)s, %(records)s, %(duration_ms)s, p_manual => %(manual)s)
 """
 
 _NEXT_RETRY = """
@@ -97,12 +97,14 @@ async def get_domain(pool: AsyncConnectionPool, domain_id: uuid.UUID | str,
     return row
 
 
-async def _record(pool: AsyncConnectionPool, row: DomainRow, result: VerificationResult) -> dict[str, Any]:
+async def _record(pool: AsyncConnectionPool, row: DomainRow, result: VerificationResult,
+                  manual: bool = False) -> dict[str, Any]:
     async with pool.connection() as conn:
         async with conn.cursor(row_factory=class_row(DomainRow)) as cur:
             await cur.execute(_RECORD_VERIFICATION, {
                 "domain_id": row.id, "success": result.success, "definitive": result.definitive,
-                "error": result.error, "records": Jsonb(result.records), "duration_ms": result.duration_ms})
+                "error": result.error, "records": Jsonb(result.records), "duration_ms": result.duration_ms,
+                "manual": manual})
             updated = await cur.fetchone()
         retry = await (await conn.execute(_NEXT_RETRY, {"domain_id": row.id})).fetchone()
     assert updated is not None
@@ -126,8 +128,10 @@ async def _record(pool: AsyncConnectionPool, row: DomainRow, result: Verificatio
 
 async def verify_and_record(pool: AsyncConnectionPool, settings: Settings, domain_id: uuid.UUID | str,
                             tenant_id: uuid.UUID | str | None = None, *, domain: str | None = None,
-                            verifier: DomainVerifier | None = None) -> dict[str, Any]:
+                            verifier: DomainVerifier | None = None, manual: bool = False) -> dict[str, Any]:
     """Verify one domain's DNS now and record the attempt; returns what the user should see.
+    `manual`: someone asked for this check (the admin endpoint, `storeops verify-domain`); a failure
+    then leaves a live retry's attempts and time as they are (migration 0060).
 
     Raises LookupError if the domain does not exist, is not `tenant_id`'s, or (when `domain` is
     given, as in the verify-domain-dns request body) is not that domain; ValueError if `domain`
@@ -143,7 +147,7 @@ async def verify_and_record(pool: AsyncConnectionPool, settings: Settings, domai
     finally:
         if owned:
             verifier.close()
-    outcome = await _record(pool, row, result)
+    outcome = await _record(pool, row, result, manual)
     outcome["expected"] = {
         "txt_name": f"{verifier.txt_prefix}.{row.domain}",
         "txt_value": row.verification_token,

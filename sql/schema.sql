@@ -1495,10 +1495,10 @@ $$;
 COMMENT ON FUNCTION storeops.record_auto_refund_failure(p_order_id uuid, p_error text, p_now timestamp with time zone) IS 'The automatic refund of a cancelled order could not be made: tried again after 1, 2, 4, 8, 16, then every 24 hours, behind the orders not tried yet.';
 
 --
--- Name: record_domain_verification(uuid, boolean, boolean, text, jsonb, integer, timestamp with time zone); Type: FUNCTION; Schema: storeops; Owner: -
+-- Name: record_domain_verification(uuid, boolean, boolean, text, jsonb, integer, timestamp with time zone, boolean); Type: FUNCTION; Schema: storeops; Owner: -
 --
 
-CREATE FUNCTION storeops.record_domain_verification(p_domain_id uuid, p_success boolean, p_definitive boolean, p_error text, p_dns_records jsonb, p_duration_ms integer DEFAULT NULL::integer, p_now timestamp with time zone DEFAULT now()) RETURNS storeops.custom_domains
+CREATE FUNCTION storeops.record_domain_verification(p_domain_id uuid, p_success boolean, p_definitive boolean, p_error text, p_dns_records jsonb, p_duration_ms integer DEFAULT NULL::integer, p_now timestamp with time zone DEFAULT now(), p_manual boolean DEFAULT false) RETURNS storeops.custom_domains
     LANGUAGE plpgsql
     AS $$
 declare
@@ -1540,9 +1540,12 @@ begin
   end if;
 
   v_failures := v_domain.consecutive_failures + case when coalesce(p_definitive, false) then 1 else 0 end;
-  v_retry := storeops.schedule_operation_retry(
-    v_domain.tenant_id, 'domain_verify', v_domain.id,
-    jsonb_build_object('domain_id', v_domain.id, 'domain', v_domain.domain), v_error, p_now);
+  -- A check someone asked for never counts on a live retry: its attempts and time stay as they were.
+  if coalesce(p_manual, false) then
+    select * into v_retry from storeops.operation_retry_queue
+    where tenant_id = v_domain.tenant_id and operation_type = 'domain_verify'
+      and operation_id = v_domain.id and status in ('pending', 'processing');
+  end if;
 
   if v_domain.status in ('verified', 'at_risk') then
     -- Once verified, only definitive evidence demotes: two definitive failures in a row put it at
@@ -1552,22 +1555,31 @@ begin
        and p_now - coalesce(v_domain.at_risk_since, v_domain.last_checked_at, p_now) >= interval '7 days' then
       v_status := 'failed';
       v_error := v_error || ' (at risk since ' || to_char(coalesce(v_domain.at_risk_since, v_domain.last_checked_at) at time zone 'UTC', 'YYYY-MM-DD HH24:MI') || ' UTC; 7-day grace over)';
-      -- Given up, as when the queue gives up on a new domain: its live retry ends here, or it would
+      -- Given up, as when the queue gives up on a new domain: a live retry ends here, or it would
       -- check again and, failing, count as a domain never verified (pending).
       update storeops.operation_retry_queue
       set status = 'failed', last_error = v_error, completed_at = p_now, locked_by = null, locked_until = null
       where tenant_id = v_domain.tenant_id and operation_type = 'domain_verify'
         and operation_id = v_domain.id and status in ('pending', 'processing');
+    elsif v_status = 'verified' and v_retry.id is null then
+      -- A verified domain failing a check is checked again soon, on the retry schedule; once at
+      -- risk, the 6-hourly re-check follows it (a schedule after each re-check ended in an
+      -- operation_failed alert each, twenty over the grace, beside the one domain_at_risk).
+      v_retry := storeops.schedule_operation_retry(
+        v_domain.tenant_id, 'domain_verify', v_domain.id,
+        jsonb_build_object('domain_id', v_domain.id, 'domain', v_domain.domain), v_error, p_now);
     end if;
   else
-    -- Never verified: keep trying on the retry schedule; give up when the queue does.
-    v_status := case when v_retry.status = 'failed' then 'failed' else 'pending' end;
-  end if;
-
-  if v_status in ('at_risk', 'failed') and v_domain.status <> v_status then
-    perform pg_notify('storeops_alert', json_build_object(
-      'kind', 'domain_' || v_status, 'domain_id', v_domain.id, 'tenant_id', v_domain.tenant_id,
-      'domain', v_domain.domain, 'error', v_error)::text);
+    -- Never verified: keep trying on the retry schedule; give up when the queue does. A failed
+    -- domain checked again automatically (auto_verify) stays failed and starts no schedule (it went
+    -- back to pending and ran the whole schedule again, alert included, every 8.5 hours); asking
+    -- again starts one.
+    if v_retry.id is null and (coalesce(p_manual, false) or v_domain.status = 'pending') then
+      v_retry := storeops.schedule_operation_retry(
+        v_domain.tenant_id, 'domain_verify', v_domain.id,
+        jsonb_build_object('domain_id', v_domain.id, 'domain', v_domain.domain), v_error, p_now);
+    end if;
+    v_status := case when v_retry.id is null or v_retry.status = 'failed' then 'failed' else 'pending' end;
   end if;
 
   update storeops.custom_domains
@@ -1581,10 +1593,10 @@ end
 $$;
 
 --
--- Name: FUNCTION record_domain_verification(p_domain_id uuid, p_success boolean, p_definitive boolean, p_error text, p_dns_records jsonb, p_duration_ms integer, p_now timestamp with time zone); Type: COMMENT; Schema: storeops; Owner: -
+-- Name: FUNCTION record_domain_verification(p_domain_id uuid, p_success boolean, p_definitive boolean, p_error text, p_dns_records jsonb, p_duration_ms integer, p_now timestamp with time zone, p_manual boolean); Type: COMMENT; Schema: storeops; Owner: -
 --
 
-COMMENT ON FUNCTION storeops.record_domain_verification(p_domain_id uuid, p_success boolean, p_definitive boolean, p_error text, p_dns_records jsonb, p_duration_ms integer, p_now timestamp with time zone) IS 'Applies one DNS verification result: logs it, verifies the domain or queues a domain_verify retry; verified domains go at_risk only after two definitive failures, and fail at a definitive failure once at risk for 7 days (at_risk_since).';
+COMMENT ON FUNCTION storeops.record_domain_verification(p_domain_id uuid, p_success boolean, p_definitive boolean, p_error text, p_dns_records jsonb, p_duration_ms integer, p_now timestamp with time zone, p_manual boolean) IS 'Applies one DNS verification result: logs it, verifies the domain or queues a domain_verify retry; verified domains go at_risk only after two definitive failures, and fail at a definitive failure once at risk for 7 days (at_risk_since). p_manual: a check someone asked for, which leaves a live retry as it is. Failed and at_risk domains checked automatically start no retry.';
 
 --
 -- Name: record_missed_payment(jsonb, uuid, timestamp with time zone); Type: FUNCTION; Schema: storeops; Owner: -

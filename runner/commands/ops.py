@@ -152,7 +152,7 @@ def cmd_verify_domain(args) -> int:
                                                 (name,))).fetchone()
         if row is None:
             raise UserError(f"no custom domain {args.domain!r}")
-        return await domains.verify_and_record(ctx.pool, ctx.settings, str(row[0]))
+        return await domains.verify_and_record(ctx.pool, ctx.settings, str(row[0]), manual=True)
 
     result = asyncio.run(_with_ctx(go))
     for k, v in result.items():

@@ -332,3 +332,66 @@ def test_a_domain_not_live_raises_no_certificate_alert(conn, tenant):
     assert ssl_check(conn, d, "active", T0 - timedelta(days=1), T0) == "expired"
     assert conn.execute("select count(*) from storeops.alerts where details ->> 'domain_id' = %s",
                         (str(d),)).fetchone()[0] == 0
+
+
+def asked(c, domain_id, at, error="NXDOMAIN for _storeops-verification.shop.example.in"):
+    """A check someone asked for (the admin endpoint, `storeops verify-domain`)."""
+    return c.execute(
+        "select status from storeops.record_domain_verification(%s, false, true, %s, %s, 7, %s, p_manual => true)",
+        (domain_id, error, Jsonb(QUERY), at)).fetchone()[0]
+
+
+def retry_rows(c, domain_id):
+    return c.execute("select status, attempts, next_retry_at from storeops.operation_retry_queue "
+                     "where operation_type = 'domain_verify' and operation_id = %s order by created_at", (domain_id,)).fetchall()
+
+
+def test_pressing_verify_again_and_again_leaves_the_retry_schedule_alone(conn, tenant):
+    d = make_domain(conn, tenant)
+    assert asked(conn, d, T0) == "pending"  # the first ask starts the schedule
+    assert retry_rows(conn, d) == [("pending", 1, T0 + timedelta(minutes=5))]
+    for n in range(1, 7):  # a store waiting for DNS to propagate, clicking
+        assert asked(conn, d, T0 + timedelta(seconds=10 * n)) == "pending"
+    assert retry_rows(conn, d) == [("pending", 1, T0 + timedelta(minutes=5))]  # not failed, not pushed out
+    assert conn.execute("select count(*) from storeops.domain_verification_logs where domain_id = %s",
+                        (d,)).fetchone()[0] == 7  # every click is in the history
+    # The automatic tries go on as scheduled.
+    record(conn, d, False, True, "NXDOMAIN", T0 + timedelta(minutes=5))
+    assert retry_rows(conn, d) == [("pending", 2, T0 + timedelta(minutes=15))]
+
+
+def test_a_failed_auto_verify_domain_stays_failed_without_a_new_schedule_until_it_verifies(conn, tenant):
+    d = make_domain(conn, tenant)
+    conn.execute("update storeops.custom_domains set auto_verify = true where id = %s", (d,))
+    now = T0
+    for _ in range(6):
+        record(conn, d, False, True, "NXDOMAIN", now)
+        now += timedelta(hours=3)
+    assert retry_rows(conn, d)[-1][0] == "failed"
+    alerts_before = conn.execute("select count(*) from storeops.alerts").fetchone()[0]
+    # The 6-hourly re-checks of an auto_verify domain: logged, still failed, nothing queued or alerted.
+    for _ in range(4):
+        assert record(conn, d, False, True, "NXDOMAIN", now)[0] == "failed"
+        now += timedelta(hours=6)
+    assert len(retry_rows(conn, d)) == 1
+    assert conn.execute("select count(*) from storeops.alerts").fetchone()[0] == alerts_before
+    # Its owner asking again starts a schedule; records that appear verify it.
+    assert asked(conn, d, now) == "pending" and len(retry_rows(conn, d)) == 2
+    assert record(conn, d, True, at=now + timedelta(minutes=5))[0] == "verified"
+
+
+def test_an_at_risk_domain_is_followed_by_the_re_checks_not_a_retry_schedule_each(conn, tenant):
+    d = make_domain(conn, tenant)
+    record(conn, d, True)
+    gone = "CNAME points to old.host.in, expected stores.storeops.in"
+    record(conn, d, False, True, gone, T0 + timedelta(days=1))  # verified, one failure: checked again soon
+    assert retry_rows(conn, d) == [("pending", 1, T0 + timedelta(days=1, minutes=5))]
+    assert record(conn, d, False, True, gone, T0 + timedelta(days=1, minutes=5))[0] == "at_risk"
+    conn.execute("update storeops.operation_retry_queue set status = 'completed' where operation_id = %s", (d,))  # the worker
+    for k in range(1, 8):  # the 6-hourly re-checks of the first days at risk
+        assert record(conn, d, False, True, gone, T0 + timedelta(days=1, hours=6 * k))[0] == "at_risk"
+    assert len(retry_rows(conn, d)) == 1  # no new schedule each time
+    assert conn.execute("select count(*) from storeops.alerts where kind = 'operation_failed'").fetchone()[0] == 0
+    assert record(conn, d, False, True, gone, T0 + timedelta(days=8, minutes=6))[0] == "failed"
+    kinds = [k for k, _, _ in domain_alerts(conn, d)]
+    assert sorted(kinds) == ["domain_at_risk", "domain_failed"]

@@ -152,3 +152,14 @@ async def test_ssl_checks_take_every_verified_domain_due_in_batches(pool, settin
         rows = c.execute("select ssl_status, ssl_error from storeops.custom_domains where status = 'verified'").fetchall()
     assert len(rows) == 3 and all(status == "failed" and error for status, error in rows)
     assert await scheduler._ssl_checks(ctx, None, batch=2) == 0  # checked today
+
+
+async def test_a_check_someone_asked_for_leaves_the_retry_schedule_as_it_was(pool, settings, knot, domain, fresh_db):
+    knot.set_zone("shop.test", [f"www CNAME {PLATFORM}."])  # no TXT yet
+    first = await verify_and_record(pool, settings, domain["id"])  # automatic: starts the schedule
+    for _ in range(3):
+        again = await verify_and_record(pool, settings, domain["id"], manual=True)
+        assert again["status"] == "pending" and again["next_retry_at"] == first["next_retry_at"]
+    with psycopg.connect(fresh_db) as c:
+        assert c.execute("select attempts from storeops.operation_retry_queue where operation_id = %s",
+                         (domain["id"],)).fetchone()[0] == 1
