@@ -23,6 +23,31 @@
 
 set local lock_timeout = '10s';
 
+-- The audit first: it reads shipments and orders before this migration takes the triggers' locks
+-- (SHARE ROW EXCLUSIVE, held to the end), so intake and processing wait only for the DDL itself.
+do $$
+declare
+  v_count bigint;
+begin
+  select count(*) into v_count
+  from storeops.shiprocket_shipments s
+  join storeops.orders o on o.id = s.order_id
+  where o.tenant_id <> s.tenant_id;
+  if v_count > 0 then
+    perform storeops.raise_alert('shipment_order_mismatch', null, jsonb_build_object(
+      'shipments', v_count,
+      'sample', (select jsonb_agg(jsonb_build_object('shipment_id', x.id, 'tenant_id', x.tenant_id,
+                                                     'order_id', x.order_id, 'order_tenant_id', x.order_tenant_id))
+                 from (select s.id, s.tenant_id, s.order_id, o.tenant_id as order_tenant
+                       from storeops.shiprocket_shipments s
+                       join storeops.orders o on o.id = s.order_id
+                       where o.tenant_id <> s.tenant_id
+                       limit 20) x(id, tenant_id, order_id, order_tenant_id)),
+      'note', 'shipments recorded before migration 0057 that point at another tenant''s order: tracking events for them still move that order'));
+  end if;
+end
+$$;
+
 create function storeops_private.check_shipment_order_tenant()
 returns trigger
 language plpgsql
@@ -58,9 +83,12 @@ security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
+  -- The tenant had its own token when the webhook came in (a webhook received before the store set
+  -- one up was rightly checked against the platform's).
   if exists (select 1 from storeops.tenant_secrets s
              where s.tenant_id = new.tenant_id and s.kind = 'shiprocket_webhook'
-               and (s.expires_at is null or s.expires_at > now())) then
+               and s.created_at <= new.created_at
+               and (s.expires_at is null or s.expires_at > new.created_at)) then
     raise exception 'shipping webhook % came in under the platform token, but tenant % has its own Shiprocket token',
       new.id, new.tenant_id
       using errcode = 'SO403',
@@ -73,33 +101,10 @@ $$;
 revoke execute on function storeops_private.check_platform_token_scope() from public;
 
 comment on function storeops_private.check_platform_token_scope() is
-  'A Shiprocket webhook stored without a tenant (checked against the platform token) is not applied to a tenant that has its own token (SO403).';
+  'A Shiprocket webhook stored without a tenant (checked against the platform token) is not applied to a tenant that had its own token when it came in (SO403).';
 
 create trigger shipping_webhooks_platform_token_scope
   before update of tenant_id on storeops.shipping_webhooks
   for each row
   when (old.tenant_id is null and new.tenant_id is not null)
   execute function storeops_private.check_platform_token_scope();
-
-do $$
-declare
-  v_count bigint;
-begin
-  select count(*) into v_count
-  from storeops.shiprocket_shipments s
-  join storeops.orders o on o.id = s.order_id
-  where o.tenant_id <> s.tenant_id;
-  if v_count > 0 then
-    perform storeops.raise_alert('shipment_order_mismatch', null, jsonb_build_object(
-      'shipments', v_count,
-      'sample', (select jsonb_agg(jsonb_build_object('shipment_id', x.id, 'tenant_id', x.tenant_id,
-                                                     'order_id', x.order_id, 'order_tenant_id', x.order_tenant_id))
-                 from (select s.id, s.tenant_id, s.order_id, o.tenant_id as order_tenant
-                       from storeops.shiprocket_shipments s
-                       join storeops.orders o on o.id = s.order_id
-                       where o.tenant_id <> s.tenant_id
-                       limit 20) x(id, tenant_id, order_id, order_tenant_id)),
-      'note', 'shipments recorded before migration 0057 that point at another tenant''s order: tracking events for them still move that order'));
-  end if;
-end
-$$;

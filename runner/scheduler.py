@@ -121,42 +121,49 @@ async def _domain_recheck(ctx, worker) -> object:
     return await domains.recheck_due(ctx.pool, ctx.settings)
 
 
-async def _ssl_checks(ctx, worker, batch: int = 500, budget: float = 1800.0) -> object:
+async def _ssl_checks(ctx, worker, batch: int = 500, budget: float = 300.0) -> object:
     """TLS handshake (SNI) to each verified domain not checked for a day: issuer, expiry, name match.
     `batch` at a time until none is due or `budget` seconds have passed; the job runs hourly. (Until
     session 11 it ran daily and took 500: at 100,000 domains a certificate was looked at every 200
-    days, and one could expire without ever showing expiring.)"""
+    days, and one could expire without ever showing expiring.) A check is recorded whatever it finds
+    (a failed handshake too), so only a domain whose record raised is still due: it is logged and not
+    taken again in this run."""
     from runner import domains
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + budget
     gate = asyncio.Semaphore(20)
-    tried: set = set()
+    failed: set = set()
+    seen: set = set()
+    checked = 0
 
-    async def one(domain_id) -> None:
+    async def one(domain_id) -> bool:
         async with gate:
             try:
                 await domains.check_ssl_and_record(ctx.pool, ctx.settings, str(domain_id))
             except LookupError:
-                pass  # deleted meanwhile
+                return True  # deleted meanwhile
             except Exception as exc:  # noqa: BLE001 (one domain; the others are still checked)
                 log.warning("SSL check failed", extra={"domain_id": str(domain_id),
                                                        "error": f"{type(exc).__name__}: {exc}"[:300]})
+                failed.add(domain_id)
+                return False
+            return True
 
     while loop.time() < deadline:
         async with ctx.pool.connection() as conn:
             rows = await (await conn.execute(
                 """select id from storeops.custom_domains
                    where status in ('verified', 'at_risk') and (ssl_checked_at is null or ssl_checked_at < now() - interval '1 day')
-                   order by ssl_checked_at nulls first limit %s""", (batch + len(tried),))).fetchall()
-        due = [r[0] for r in rows if r[0] not in tried][:batch]
-        if not due:
+                   order by ssl_checked_at nulls first limit %s""", (batch + len(failed),))).fetchall()
+        due = [r[0] for r in rows if r[0] not in failed][:batch]
+        if not due or seen.issuperset(due):  # nothing new: stop, whatever kept them due
             break
-        tried.update(due)
-        await asyncio.gather(*(one(d) for d in due))
+        seen.update(due)
+        checked += sum(await asyncio.gather(*(one(d) for d in due)))
         if len(due) < batch:
             break
-    return len(tried)
+    return checked
 
 
 async def _shipment_poll(ctx, worker) -> object:

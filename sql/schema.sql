@@ -988,6 +988,8 @@ CREATE TABLE storeops.custom_domains (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     at_risk_since timestamp with time zone,
+    ssl_alerted_expires_at timestamp with time zone,
+    ssl_alerted_status text,
     CONSTRAINT custom_domains_attempts_not_negative CHECK (((verification_attempts >= 0) AND (consecutive_failures >= 0))),
     CONSTRAINT custom_domains_domain_lowercase CHECK (((domain = lower(domain)) AND (domain !~ '\.$'::text) AND (length(domain) <= 253))),
     CONSTRAINT custom_domains_ssl_status_known CHECK ((ssl_status = ANY (ARRAY['pending'::text, 'active'::text, 'expiring'::text, 'expired'::text, 'failed'::text]))),
@@ -1011,6 +1013,18 @@ COMMENT ON COLUMN storeops.custom_domains.consecutive_failures IS 'Definitive ve
 --
 
 COMMENT ON COLUMN storeops.custom_domains.at_risk_since IS 'When the domain went at_risk (two definitive failures after being verified); NULL unless at_risk. After 7 days at risk a definitive failure fails it.';
+
+--
+-- Name: COLUMN custom_domains.ssl_alerted_expires_at; Type: COMMENT; Schema: storeops; Owner: -
+--
+
+COMMENT ON COLUMN storeops.custom_domains.ssl_alerted_expires_at IS 'The expiry of the certificate the last ssl_expiring / ssl_expired alert was about (0058).';
+
+--
+-- Name: COLUMN custom_domains.ssl_alerted_status; Type: COMMENT; Schema: storeops; Owner: -
+--
+
+COMMENT ON COLUMN storeops.custom_domains.ssl_alerted_status IS 'What that alert said: expiring or expired (0058).';
 
 --
 -- Name: list_domains_due_for_recheck(interval, integer, timestamp with time zone); Type: FUNCTION; Schema: storeops; Owner: -
@@ -2194,17 +2208,14 @@ COMMENT ON FUNCTION storeops.schedule_operation_retry(p_tenant_id uuid, p_operat
 CREATE FUNCTION storeops_private.alert_on_certificate_ending() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
-declare
-  v_known boolean;  -- the previous check saw this certificate, already in this state
 begin
-  v_known := old.ssl_expires_at is not distinct from new.ssl_expires_at
-             and old.ssl_checked_at is not null
-             and old.ssl_checked_at >= new.ssl_expires_at
-                                       - case new.ssl_status when 'expiring' then interval '30 days' else interval '0' end;
-  if not v_known then
+  if new.ssl_status = 'expired'
+     or new.ssl_expires_at <= coalesce(new.ssl_checked_at, now()) + interval '14 days' then
     perform storeops.raise_alert('ssl_' || new.ssl_status, new.tenant_id, jsonb_build_object(
       'domain_id', new.id, 'domain', new.domain, 'ssl_expires_at', new.ssl_expires_at,
       'ssl_issuer', new.ssl_issuer, 'ssl_error', new.ssl_error));
+    new.ssl_alerted_expires_at := new.ssl_expires_at;
+    new.ssl_alerted_status := new.ssl_status;
   end if;
   return new;
 end
@@ -2214,7 +2225,7 @@ $$;
 -- Name: FUNCTION alert_on_certificate_ending(); Type: COMMENT; Schema: storeops_private; Owner: -
 --
 
-COMMENT ON FUNCTION storeops_private.alert_on_certificate_ending() IS 'A live domain''s certificate found expiring (30 days) or expired raises ssl_expiring / ssl_expired, once per certificate and state.';
+COMMENT ON FUNCTION storeops_private.alert_on_certificate_ending() IS 'A live domain''s certificate found with 14 days or less left, or expired, raises ssl_expiring / ssl_expired, once per certificate and state (ssl_alerted_*).';
 
 --
 -- Name: alert_on_domain_lost(); Type: FUNCTION; Schema: storeops_private; Owner: -
@@ -2850,6 +2861,31 @@ $$;
 COMMENT ON FUNCTION storeops_private.apply_tracking_events(p_shipment_ids uuid[], p_events jsonb[], p_source text, p_now timestamp with time zone) IS 'apply_tracking_event for a batch of events already matched to their (locked) shipments, in one statement: same history, status, courier and order results as applying them one by one in array order.';
 
 --
+-- Name: check_domain_is_a_host_name(); Type: FUNCTION; Schema: storeops_private; Owner: -
+--
+
+CREATE FUNCTION storeops_private.check_domain_is_a_host_name() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+begin
+  if tg_op = 'UPDATE' and new.domain is not distinct from old.domain then
+    return new;  -- unchanged: a name stored before 0056 keeps working
+  end if;
+  if not coalesce(storeops_private.is_host_name(new.domain), false) then
+    raise exception 'domain % is not a host name in A-label form', new.domain
+      using errcode = '23514', hint = 'lowercase letters, digits and hyphens, e.g. shop.example.in or xn--bcher-kva.de for bücher.de';
+  end if;
+  return new;
+end
+$$;
+
+--
+-- Name: FUNCTION check_domain_is_a_host_name(); Type: COMMENT; Schema: storeops_private; Owner: -
+--
+
+COMMENT ON FUNCTION storeops_private.check_domain_is_a_host_name() IS 'A domain inserted or renamed must be a host name in A-label form (23514).';
+
+--
 -- Name: check_platform_token_scope(); Type: FUNCTION; Schema: storeops_private; Owner: -
 --
 
@@ -2858,9 +2894,12 @@ CREATE FUNCTION storeops_private.check_platform_token_scope() RETURNS trigger
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 begin
+  -- The tenant had its own token when the webhook came in (a webhook received before the store set
+  -- one up was rightly checked against the platform's).
   if exists (select 1 from storeops.tenant_secrets s
              where s.tenant_id = new.tenant_id and s.kind = 'shiprocket_webhook'
-               and (s.expires_at is null or s.expires_at > now())) then
+               and s.created_at <= new.created_at
+               and (s.expires_at is null or s.expires_at > new.created_at)) then
     raise exception 'shipping webhook % came in under the platform token, but tenant % has its own Shiprocket token',
       new.id, new.tenant_id
       using errcode = 'SO403',
@@ -2874,7 +2913,7 @@ $$;
 -- Name: FUNCTION check_platform_token_scope(); Type: COMMENT; Schema: storeops_private; Owner: -
 --
 
-COMMENT ON FUNCTION storeops_private.check_platform_token_scope() IS 'A Shiprocket webhook stored without a tenant (checked against the platform token) is not applied to a tenant that has its own token (SO403).';
+COMMENT ON FUNCTION storeops_private.check_platform_token_scope() IS 'A Shiprocket webhook stored without a tenant (checked against the platform token) is not applied to a tenant that had its own token when it came in (SO403).';
 
 --
 -- Name: check_reserved_refund_key(); Type: FUNCTION; Schema: storeops_private; Owner: -
@@ -2983,6 +3022,22 @@ $$;
 --
 
 COMMENT ON FUNCTION storeops_private.enable_tenant_rls(p_table regclass, p_tenant_column name, p_tenant_commands text[]) IS 'Turns on RLS with one policy per command and role: tenant rows for storeops_tenant, all rows for storeops_runner.';
+
+--
+-- Name: is_host_name(text); Type: FUNCTION; Schema: storeops_private; Owner: -
+--
+
+CREATE FUNCTION storeops_private.is_host_name(p_domain text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE
+    AS $_$
+  select p_domain ~ '^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$'
+$_$;
+
+--
+-- Name: FUNCTION is_host_name(p_domain text); Type: COMMENT; Schema: storeops_private; Owner: -
+--
+
+COMMENT ON FUNCTION storeops_private.is_host_name(p_domain text) IS 'Whether a domain is a host name in A-label form: lowercase letters, digits and hyphens, labels of 1-63 characters not starting or ending with a hyphen, at least two labels.';
 
 --
 -- Name: orders; Type: TABLE; Schema: storeops; Owner: -
@@ -3616,18 +3671,40 @@ CREATE FUNCTION storeops_private.wake_waiting_shipping_webhooks() RETURNS trigge
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
+declare
+  v_ids uuid[];
 begin
+  select coalesce(array_agg(x.id), '{}') into v_ids
+  from (select w.id from storeops.shipping_webhooks w
+        where not w.processed and w.attempts > 0 and w.created_at > now() - interval '30 days'
+          and ((btrim(w.payload ->> 'awb') = new.awb and (w.tenant_id is null or w.tenant_id = new.tenant_id))
+               or (storeops_private.parse_order_uuid(w.payload ->> 'order_id') = new.order_id
+                   and (w.tenant_id is null or w.tenant_id = new.tenant_id))
+               or (btrim(w.payload ->> 'sr_order_id') = new.sr_order_id and w.tenant_id = new.tenant_id)
+               or (btrim(w.payload ->> 'order_id') = new.channel_order_id and w.tenant_id = new.tenant_id))
+        for update of w skip locked) x;
+  if cardinality(v_ids) = 0 then
+    return new;
+  end if;
+  update storeops.operation_retry_queue q
+  set status = 'completed', completed_at = now(), locked_by = null, locked_until = null,
+      errors = errors || jsonb_build_array(jsonb_build_object(
+        'at', now(), 'note', 'its shipment was recorded: the webhook is fresh again'))
+  where q.id in (select r.id from storeops.operation_retry_queue r
+                 join storeops.shipping_webhooks w on w.id = r.operation_id
+                 where r.operation_type = 'shipping_webhook' and w.id = any (v_ids)
+                   and coalesce(r.tenant_id, '00000000-0000-0000-0000-000000000000'::uuid)
+                       = coalesce(w.tenant_id, '00000000-0000-0000-0000-000000000000'::uuid)
+                   and r.status = 'pending'
+                 for update of r skip locked);
   update storeops.shipping_webhooks w
   set attempts = 0
-  where w.id in (
-    select x.id from storeops.shipping_webhooks x
-    where not x.processed and x.attempts > 0
-      and (x.tenant_id is null or x.tenant_id = new.tenant_id)
-      and (btrim(x.payload ->> 'awb') = new.awb
-           or btrim(x.payload ->> 'sr_order_id') = new.sr_order_id
-           or btrim(x.payload ->> 'order_id') = new.channel_order_id
-           or btrim(x.payload ->> 'order_id') = new.order_id::text)
-    for update skip locked);
+  where w.id = any (v_ids)
+    and not exists (select 1 from storeops.operation_retry_queue r
+                    where coalesce(r.tenant_id, '00000000-0000-0000-0000-000000000000'::uuid)
+                          = coalesce(w.tenant_id, '00000000-0000-0000-0000-000000000000'::uuid)
+                      and r.operation_type = 'shipping_webhook' and r.operation_id = w.id
+                      and r.status in ('pending', 'processing'));
   return new;
 end
 $$;
@@ -3636,7 +3713,7 @@ $$;
 -- Name: FUNCTION wake_waiting_shipping_webhooks(); Type: COMMENT; Schema: storeops_private; Owner: -
 --
 
-COMMENT ON FUNCTION storeops_private.wake_waiting_shipping_webhooks() IS 'A shipment recorded (or given its AWB, sr_order_id or channel order id) makes the failed webhooks naming it fresh again (attempts 0), so the workers apply them whatever their retries did.';
+COMMENT ON FUNCTION storeops_private.wake_waiting_shipping_webhooks() IS 'A shipment recorded (or given its AWB, sr_order_id or channel order id) makes the failed webhooks of the last 30 days naming it fresh again (attempts 0; tenantless ones by AWB or order uuid only) and ends their pending retries.';
 
 --
 -- Name: domain_verification_logs; Type: TABLE; Schema: storeops; Owner: -
@@ -3840,7 +3917,7 @@ COMMENT ON TABLE storeops.shipping_webhooks IS 'Every Shiprocket tracking webhoo
 -- Name: COLUMN shipping_webhooks.attempts; Type: COMMENT; Schema: storeops; Owner: -
 --
 
-COMMENT ON COLUMN storeops.shipping_webhooks.attempts IS 'Failed tries since it last became applicable: back to 0 when its shipment is recorded (0059), so a fresh try follows.';
+COMMENT ON COLUMN storeops.shipping_webhooks.attempts IS 'Failed tries since it last became applicable: back to 0 when its shipment is recorded (0060), so a fresh try follows.';
 
 --
 -- Name: shiprocket_shipments; Type: TABLE; Schema: storeops; Owner: -
@@ -3963,13 +4040,6 @@ ALTER TABLE ONLY storeops.alerts
 
 ALTER TABLE ONLY storeops.cancelled_paid_orders
     ADD CONSTRAINT cancelled_paid_orders_pkey PRIMARY KEY (order_id);
-
---
--- Name: custom_domains custom_domains_domain_is_a_host_name; Type: CHECK CONSTRAINT; Schema: storeops; Owner: -
---
-
-ALTER TABLE storeops.custom_domains
-    ADD CONSTRAINT custom_domains_domain_is_a_host_name CHECK ((domain ~ '^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$'::text)) NOT VALID;
 
 --
 -- Name: custom_domains custom_domains_domain_unique; Type: CONSTRAINT; Schema: storeops; Owner: -
@@ -4420,6 +4490,12 @@ CREATE INDEX shipping_webhooks_waiting_awb_idx ON storeops.shipping_webhooks USI
 CREATE INDEX shipping_webhooks_waiting_order_ref_idx ON storeops.shipping_webhooks USING btree (btrim((payload ->> 'order_id'::text))) WHERE ((NOT processed) AND (attempts > 0));
 
 --
+-- Name: shipping_webhooks_waiting_order_uuid_idx; Type: INDEX; Schema: storeops; Owner: -
+--
+
+CREATE INDEX shipping_webhooks_waiting_order_uuid_idx ON storeops.shipping_webhooks USING btree (storeops_private.parse_order_uuid((payload ->> 'order_id'::text))) WHERE ((NOT processed) AND (attempts > 0));
+
+--
 -- Name: shipping_webhooks_waiting_sr_order_idx; Type: INDEX; Schema: storeops; Owner: -
 --
 
@@ -4483,13 +4559,19 @@ CREATE INDEX tenant_secrets_tenant_kind_idx ON storeops.tenant_secrets USING btr
 -- Name: custom_domains custom_domains_alert_certificate_ending; Type: TRIGGER; Schema: storeops; Owner: -
 --
 
-CREATE TRIGGER custom_domains_alert_certificate_ending AFTER UPDATE OF ssl_status, ssl_expires_at, ssl_checked_at ON storeops.custom_domains FOR EACH ROW WHEN (((new.ssl_status = ANY (ARRAY['expiring'::text, 'expired'::text])) AND (new.status = ANY (ARRAY['verified'::text, 'at_risk'::text])) AND (new.ssl_expires_at IS NOT NULL))) EXECUTE FUNCTION storeops_private.alert_on_certificate_ending();
+CREATE TRIGGER custom_domains_alert_certificate_ending BEFORE UPDATE OF ssl_status, ssl_expires_at, ssl_checked_at ON storeops.custom_domains FOR EACH ROW WHEN (((new.ssl_status = ANY (ARRAY['expiring'::text, 'expired'::text])) AND (new.status = ANY (ARRAY['verified'::text, 'at_risk'::text])) AND (new.ssl_expires_at IS NOT NULL) AND ((new.ssl_expires_at IS DISTINCT FROM new.ssl_alerted_expires_at) OR (new.ssl_status IS DISTINCT FROM new.ssl_alerted_status)))) EXECUTE FUNCTION storeops_private.alert_on_certificate_ending();
 
 --
 -- Name: custom_domains custom_domains_alert_lost; Type: TRIGGER; Schema: storeops; Owner: -
 --
 
 CREATE TRIGGER custom_domains_alert_lost AFTER UPDATE OF status ON storeops.custom_domains FOR EACH ROW WHEN (((new.status = ANY (ARRAY['at_risk'::text, 'failed'::text])) AND (old.status = ANY (ARRAY['verified'::text, 'at_risk'::text])) AND (new.status IS DISTINCT FROM old.status))) EXECUTE FUNCTION storeops_private.alert_on_domain_lost();
+
+--
+-- Name: custom_domains custom_domains_domain_is_a_host_name; Type: TRIGGER; Schema: storeops; Owner: -
+--
+
+CREATE TRIGGER custom_domains_domain_is_a_host_name BEFORE INSERT OR UPDATE OF domain ON storeops.custom_domains FOR EACH ROW WHEN ((new.domain IS NOT NULL)) EXECUTE FUNCTION storeops_private.check_domain_is_a_host_name();
 
 --
 -- Name: custom_domains custom_domains_set_updated_at; Type: TRIGGER; Schema: storeops; Owner: -

@@ -306,25 +306,43 @@ def ssl_check(c, domain_id, status, expires_at, at, error=None):
                      (domain_id, status, expires_at, error, at)).fetchone()[0]
 
 
+def ssl_alerts(c, domain_id):
+    return c.execute("select kind, tenant_id, details ->> 'ssl_expires_at' from storeops.alerts "
+                     "where details ->> 'domain_id' = %s and kind like 'ssl_%%' order by created_at, kind",
+                     (str(domain_id),)).fetchall()
+
+
 def test_a_live_domains_certificate_running_out_raises_one_alert_per_certificate_and_state(conn, tenant):
     d = make_domain(conn, tenant)
     record(conn, d, True)
     first_cert, renewed = T0 + timedelta(days=40), T0 + timedelta(days=130)
     assert ssl_check(conn, d, "active", first_cert, T0) == "active"
+    # 29 days left: shown as expiring, but ACME clients renew about now; nobody is paged yet.
     assert ssl_check(conn, d, "active", first_cert, T0 + timedelta(days=11)) == "expiring"
-    assert ssl_check(conn, d, "active", first_cert, T0 + timedelta(days=12)) == "expiring"  # known: no second
-    assert ssl_check(conn, d, "failed", None, T0 + timedelta(days=13), "timeout") == "failed"  # a blip
-    assert ssl_check(conn, d, "active", first_cert, T0 + timedelta(days=14)) == "expiring"  # still known
+    assert ssl_alerts(conn, d) == []
+    assert ssl_check(conn, d, "active", first_cert, T0 + timedelta(days=26)) == "expiring"  # 14 days left
+    assert ssl_check(conn, d, "active", first_cert, T0 + timedelta(days=27)) == "expiring"  # known: no second
+    assert ssl_check(conn, d, "failed", None, T0 + timedelta(days=28), "timeout") == "failed"  # a blip
+    assert ssl_check(conn, d, "active", first_cert, T0 + timedelta(days=29)) == "expiring"  # still known
     assert ssl_check(conn, d, "active", first_cert, T0 + timedelta(days=41)) == "expired"
     assert ssl_check(conn, d, "active", first_cert, T0 + timedelta(days=42)) == "expired"
     # Renewed, and months later near its end again: told again.
     assert ssl_check(conn, d, "active", renewed, T0 + timedelta(days=43)) == "active"
-    assert ssl_check(conn, d, "active", renewed, T0 + timedelta(days=101)) == "expiring"
-    alerts = conn.execute("select kind, tenant_id, details ->> 'ssl_expires_at' from storeops.alerts "
-                          "where details ->> 'domain_id' = %s and kind like 'ssl_%%' order by kind, details ->> 'ssl_expires_at'",
-                          (str(d),)).fetchall()
-    assert [(k, t) for k, t, _ in alerts] == [("ssl_expired", tenant), ("ssl_expiring", tenant), ("ssl_expiring", tenant)]
-    assert [e[:10] for _, _, e in alerts] == ["2026-04-10", "2026-04-10", "2026-07-09"]
+    assert ssl_check(conn, d, "active", renewed, T0 + timedelta(days=117)) == "expiring"
+    alerts = ssl_alerts(conn, d)
+    assert sorted((k, t, e[:10]) for k, t, e in alerts) == [
+        ("ssl_expired", tenant, "2026-04-10"), ("ssl_expiring", tenant, "2026-04-10"),
+        ("ssl_expiring", tenant, "2026-07-09")]
+
+
+def test_a_failed_check_just_before_the_threshold_does_not_swallow_the_alert(conn, tenant):
+    d = make_domain(conn, tenant)
+    record(conn, d, True)
+    cert = T0 + timedelta(days=40)
+    assert ssl_check(conn, d, "active", cert, T0) == "active"
+    assert ssl_check(conn, d, "failed", None, T0 + timedelta(days=27), "timeout") == "failed"  # 13 days left, unseen
+    assert ssl_check(conn, d, "active", cert, T0 + timedelta(days=28)) == "expiring"
+    assert [k for k, _, _ in ssl_alerts(conn, d)] == ["ssl_expiring"]
 
 
 def test_a_domain_not_live_raises_no_certificate_alert(conn, tenant):
@@ -395,3 +413,23 @@ def test_an_at_risk_domain_is_followed_by_the_re_checks_not_a_retry_schedule_eac
     assert record(conn, d, False, True, gone, T0 + timedelta(days=8, minutes=6))[0] == "failed"
     kinds = [k for k, _, _ in domain_alerts(conn, d)]
     assert sorted(kinds) == ["domain_at_risk", "domain_failed"]
+
+
+def test_a_domain_name_stored_before_the_check_still_gets_its_checks_and_is_reported(fresh_db):
+    from runner import migrate
+
+    ours = "0056_domain_state_is_written_by_checks_only"
+    applied = migrate.state(fresh_db).applied
+    assert migrate.rollback(fresh_db, len(applied) - applied.index(ours))[-1] == ours
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        tenant = make_tenant(c)
+        odd = make_domain(c, tenant, "bücher.de")  # a U-label, inserted directly before 0056
+        make_domain(c, tenant, "fine.example.in")
+    migrate.apply(fresh_db)
+    with psycopg.connect(fresh_db) as c:
+        [(tenant_id, details)] = c.execute(
+            "select tenant_id, details from storeops.alerts where kind = 'domain_names_to_fix'").fetchall()
+        assert tenant_id is None and details["domains"] == 1 and details["sample"][0]["domain"] == "bücher.de"
+        assert record(c, odd, True)[0] == "verified"  # its row can still be updated
+        _refused(c, "update storeops.custom_domains set domain = 'bücher-2.de' where id = %s", (odd,),
+                 psycopg.errors.CheckViolation)

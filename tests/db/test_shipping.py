@@ -462,3 +462,47 @@ def test_a_store_recording_its_shipment_wakes_its_waiting_webhooks_through_rls(c
     assert conn.execute("select storeops.process_shipping_webhooks(500)").fetchone()[0] == 1
     assert conn.execute("select tenant_id, processed from storeops.shipping_webhooks where id = %s",
                         (hook,)).fetchone() == (tenant, True)
+
+
+def test_waking_ends_a_pending_retry_so_the_webhook_is_only_on_the_fresh_path(conn):
+    tenant = make_tenant(conn)
+    order = make_order(conn, tenant)
+    hook = store_webhook(conn, tenant, webhook_payload("AWB-SOON", 18, T0))
+    conn.execute("select storeops.process_shipping_webhooks(500)")  # fails: a retry is due in 5 minutes
+    make_shipment(conn, tenant, order, awb="AWB-SOON")
+    status, errors = conn.execute("select status, errors from storeops.operation_retry_queue where operation_id = %s",
+                                  (hook,)).fetchone()
+    assert status == "completed" and "fresh again" in errors[-1]["note"]
+    assert conn.execute("select storeops.process_shipping_webhooks(500)").fetchone()[0] == 1
+    assert order_status(conn, order) == "shipped"
+
+
+def test_a_tenantless_webhook_is_woken_by_its_awb_not_by_references_any_store_writes(conn):
+    tenant = make_tenant(conn)
+    hook = store_webhook(conn, None, webhook_payload("AWB-GLOBAL", 9, T0, sr_order_id=1001, order_id="1001"))
+    conn.execute("select storeops.process_shipping_webhooks(500)")
+    _give_up_retries(conn, hook)
+    # Another store's shipment with the same free-text references (its own order number 1001).
+    make_shipment(conn, tenant, make_order(conn, tenant), sr_order_id="1001", channel_order_id="1001")
+    assert conn.execute("select attempts from storeops.shipping_webhooks where id = %s", (hook,)).fetchone()[0] == 6
+    make_shipment(conn, tenant, make_order(conn, tenant), awb="AWB-GLOBAL")
+    assert conn.execute("select attempts from storeops.shipping_webhooks where id = %s", (hook,)).fetchone()[0] == 0
+
+
+def test_a_webhook_older_than_30_days_is_not_woken(conn):
+    tenant = make_tenant(conn)
+    hook = store_webhook(conn, tenant, webhook_payload("AWB-ANCIENT", 7, T0))
+    conn.execute("select storeops.process_shipping_webhooks(500)")
+    _give_up_retries(conn, hook)
+    conn.execute("update storeops.shipping_webhooks set created_at = now() - interval '31 days' where id = %s", (hook,))
+    make_shipment(conn, tenant, make_order(conn, tenant), awb="AWB-ANCIENT")
+    assert conn.execute("select attempts from storeops.shipping_webhooks where id = %s", (hook,)).fetchone()[0] == 6
+
+
+def test_a_webhook_received_before_the_store_had_its_own_token_is_applied(conn):
+    tenant, order, _ = _setup(conn, awb="AWB-EARLY")
+    hook = store_webhook(conn, None, webhook_payload("AWB-EARLY", 7, T0))
+    conn.execute("update storeops.shipping_webhooks set created_at = now() - interval '1 hour' where id = %s", (hook,))
+    _own_token(conn, tenant)  # set up after it came in
+    conn.execute("select storeops.process_shipping_webhooks(500)")
+    assert order_status(conn, order) == "delivered"

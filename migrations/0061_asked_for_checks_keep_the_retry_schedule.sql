@@ -17,7 +17,7 @@
 --     follows it, and fails it at the end of the grace as before.
 -- record_domain_verification gains p_manual (default false: the scheduler and the retry worker),
 -- so its signature changes: the old one is dropped, and the grants given again.
--- depends: 0059_recorded_shipments_take_their_waiting_webhooks
+-- depends: 0060_recorded_shipments_take_their_waiting_webhooks
 
 drop function storeops.record_domain_verification(uuid, boolean, boolean, text, jsonb, integer, timestamptz);
 
