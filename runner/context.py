@@ -86,12 +86,33 @@ class Context:
                 return self.razorpay_client(row[0], row[1])
         return self.razorpay_client()
 
-    def shiprocket_client(self):
+    def shiprocket_client(self, email: str | None = None, password: str | None = None):
+        """The platform's Shiprocket API user (SHIPROCKET_EMAIL), or the one given; one client per
+        user, kept, so its login token (valid for days) is reused."""
         from runner.shiprocket import ShiprocketClient
 
-        client = getattr(self, "_shiprocket", None)
+        if email is None:
+            email, password = self.settings.shiprocket_email or "", self.settings.shiprocket_password or ""
+        clients = getattr(self, "_shiprocket_clients", None)
+        if clients is None or len(clients) >= 1000:
+            clients = self._shiprocket_clients = {}
+        key = (email, password or "")
+        client = clients.get(key)
         if client is None:
-            client = ShiprocketClient(self.settings.shiprocket_api_base, self.settings.shiprocket_email or "",
-                                      self.settings.shiprocket_password or "", http=self.http)
-            self._shiprocket = client
+            client = clients[key] = ShiprocketClient(self.settings.shiprocket_api_base, email, password or "",
+                                                     http=self.http)
         return client
+
+    async def tenant_shiprocket_client(self, tenant_id: str | None):
+        """The tenant's own Shiprocket API user (tenant_secrets kind shiprocket_api: key_id the email,
+        secret the password) when it has one, else the platform's; None when neither is configured."""
+        if tenant_id:
+            async with self.pool.connection() as conn:
+                row = await (await conn.execute(
+                    "select key_id, secret from storeops.get_tenant_secrets(%s, 'shiprocket_api') limit 1", (tenant_id,)
+                )).fetchone()
+            if row and row[0]:
+                return self.shiprocket_client(row[0], row[1])
+        if not self.settings.shiprocket_email:
+            return None
+        return self.shiprocket_client()

@@ -9,7 +9,7 @@
 | cleanup_webhooks | 7 days | processed webhooks older than 90 days, deleted in batches |
 | domain_recheck | 1 hour | auto_verify and verified domains not checked for 6 hours, 1,000 at a time until none is left |
 | ssl_checks | 1 hour | TLS certificate of each verified domain not checked for a day: issuer, expiry, hostname match |
-| shipment_poll | 1 hour | shipments without an update for 6 hours, via the tracking API |
+| shipment_poll | 1 hour | shipments without an update for 6 hours, via the tracking API (each tenant's own API user, else the platform's) |
 | payment_recovery | 1 hour | Razorpay payments of the last 25 hours that never arrived as webhooks |
 | refund_cancelled_orders | 15 min | cancelled orders still holding money, of tenants that opted in (auto_refund_cancelled_since) |
 """
@@ -169,9 +169,8 @@ async def _ssl_checks(ctx, worker, batch: int = 500, budget: float = 300.0) -> o
 async def _shipment_poll(ctx, worker) -> object:
     from runner import shipping
 
-    if not ctx.settings.shiprocket_email:
-        return "skipped: SHIPROCKET_EMAIL not set"
-    return await shipping.poll_stale_shipments(ctx.pool, ctx.shiprocket_client())
+    # Each tenant's shipments with its own Shiprocket API user, else the platform's (SHIPROCKET_EMAIL).
+    return await shipping.poll_stale_shipments(ctx.pool, ctx.tenant_shiprocket_client)
 
 
 async def _payment_recovery(ctx, worker) -> object:

@@ -7,8 +7,10 @@ storeops.apply_tracking_event, the same SQL the webhooks go through.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -19,6 +21,8 @@ from psycopg_pool import AsyncConnectionPool
 from runner.shiprocket import ShiprocketClient, poll_result_to_event
 
 log = logging.getLogger(__name__)
+
+ClientFor = Callable[[str], Awaitable[ShiprocketClient | None]]
 
 LIST_STALE = """
 select id, tenant_id, order_id, awb, status, status_code, last_event_at, last_polled_at
@@ -53,21 +57,72 @@ async def list_stale_shipments(pool: AsyncConnectionPool, older_than_hours: floa
             return await cur.fetchall()
 
 
-async def poll_stale_shipments(pool: AsyncConnectionPool, client: ShiprocketClient,
-                               older_than_hours: float = 6, limit: int = 200) -> int:
-    """Refreshes shipments with no update for `older_than_hours` from Shiprocket's batch tracking API.
+async def poll_stale_shipments(pool: AsyncConnectionPool, client: ShiprocketClient | ClientFor,
+                               older_than_hours: float = 6, limit: int = 200, *, budget: float = 300.0) -> int:
+    """Refreshes shipments with no update for `older_than_hours` from Shiprocket's batch tracking API,
+    `limit` at a time until none is left or `budget` seconds have passed (one batch an hour, as until
+    session 11, saw each of more than 1,200 live shipments less often than every six hours).
+
+    `client` is one ShiprocketClient for every shipment, or an async callable giving the client for
+    a tenant (Context.tenant_shiprocket_client: the tenant's own API user, else the platform's; None
+    when neither is configured). Each tenant's shipments are asked with its own client: an account
+    sees only its own shipments.
 
     Returns how many shipments got new history or a new status. Shipments Shiprocket has no data
-    for yet (`track_status: 0`) are marked polled and tried again after the next interval. A
-    Shiprocket error (ShiprocketError) propagates after nothing was marked, so the next run
-    tries the same shipments again.
-    """
-    stale = await list_stale_shipments(pool, older_than_hours, limit)
-    if not stale:
-        return 0
-    tracking = await client.track_awbs([s.awb for s in stale])
+    for yet (`track_status: 0`) are marked polled and tried again after the next interval, as are
+    those of a tenant with no client (logged). A tenant whose call fails (ShiprocketError, HTTP)
+    is logged and its shipments are not marked, so the next run asks again; the others go on. If
+    every call of the run failed, the first error is raised after the rest was done."""
+    client_for = client if callable(client) and not hasattr(client, "track_awbs") else None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + budget
+    failed: set[uuid.UUID] = set()  # still stale, not to be asked about again in this run
+    seen: set[uuid.UUID] = set()
+    changed, calls, errors = 0, 0, []
+    while loop.time() < deadline:
+        listed = await list_stale_shipments(pool, older_than_hours, limit + len(failed))
+        stale = [s for s in listed if s.id not in failed][:limit]
+        if not stale or seen.issuperset(s.id for s in stale):
+            break
+        seen.update(s.id for s in stale)
+        by_tenant: dict[uuid.UUID, list[StaleShipment]] = {}
+        for shipment in stale:
+            by_tenant.setdefault(shipment.tenant_id, []).append(shipment)
+        polled: list[uuid.UUID] = []
+        for tenant_id, shipments in by_tenant.items():
+            tenant_client = await client_for(str(tenant_id)) if client_for is not None else client
+            if tenant_client is None:
+                log.warning("no Shiprocket API user for this tenant: its stale shipments are not polled",
+                            extra={"tenant_id": str(tenant_id), "shipments": len(shipments)})
+                polled.extend(s.id for s in shipments)
+                continue
+            calls += 1
+            try:
+                tracking = await tenant_client.track_awbs([s.awb for s in shipments])
+            except Exception as exc:  # noqa: BLE001 (this tenant's call; the others go on)
+                log.warning("Shiprocket tracking failed for a tenant: its shipments are asked again next run",
+                            extra={"tenant_id": str(tenant_id), "shipments": len(shipments),
+                                   "error": f"{type(exc).__name__}: {exc}"[:300]})
+                errors.append(exc)
+                failed.update(s.id for s in shipments)
+                continue
+            changed += await _apply_polled(pool, shipments, tracking)
+            polled.extend(s.id for s in shipments)
+        if polled:
+            async with pool.connection() as conn:
+                await conn.execute(RECORD_POLLED, {"ids": polled})
+        if len(stale) < limit:
+            break
+    if errors and len(errors) == calls:
+        raise errors[0]
+    return changed
+
+
+async def _apply_polled(pool: AsyncConnectionPool, shipments: list[StaleShipment], tracking: dict) -> int:
+    """Applies what Shiprocket answered for `shipments`, each in its own short transaction; returns
+    how many got new history or a new status."""
     changed = 0
-    for shipment in stale:
+    for shipment in shipments:
         found = tracking.get(shipment.awb)
         event = poll_result_to_event(shipment.awb, found) if found is not None else None
         if event is None:
@@ -82,6 +137,4 @@ async def poll_stale_shipments(pool: AsyncConnectionPool, client: ShiprocketClie
             continue
         if row is not None and row.outcome in ("applied", "history"):
             changed += 1
-    async with pool.connection() as conn:
-        await conn.execute(RECORD_POLLED, {"ids": [s.id for s in stale]})
     return changed

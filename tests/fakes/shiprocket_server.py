@@ -149,8 +149,11 @@ class FakeShiprocket:
         self.email = email
         self.password = password
         self.token_ttl = token_ttl
+        self.accounts: dict[str, str] = {email: password}  # API users: email -> password
         self.tracking: dict[str, dict[str, Any]] = {}
-        self.tokens: dict[str, float] = {}
+        self.owners: dict[str, str] = {}  # AWB -> the only account that may track it (else any)
+        self.tokens: dict[str, tuple[float, str]] = {}  # token -> (expiry, account email)
+        self.tracked_by: list[tuple[str, list[str]]] = []  # (account email, AWBs asked), per tracking call
         self.logins = 0
         self.requests: list[tuple[str, str, dict[str, Any] | None]] = []
         self.failures: list[tuple[int, dict[str, Any], dict[str, str]]] = []
@@ -187,33 +190,43 @@ class FakeShiprocket:
         """The next authenticated API call answers `status` with `body`."""
         self.failures.append((status, body or {"message": f"HTTP {status}", "status_code": status}, headers or {}))
 
-    def set_tracking(self, awb: str, data: dict[str, Any]) -> None:
+    def add_account(self, email: str, password: str) -> None:
+        """Another Shiprocket account (a store with its own): its own login and token."""
+        self.accounts[email] = password
+
+    def set_tracking(self, awb: str, data: dict[str, Any], account: str | None = None) -> None:
+        """Tracking for `awb`; with `account`, only that account's token sees it (as Shiprocket shows
+        an account its own shipments), any other gets "no data"."""
         self.tracking[awb] = data
+        if account is not None:
+            self.owners[awb] = account
 
     def calls(self, path: str) -> list[dict[str, Any] | None]:
         return [body for _method, p, body in self.requests if p == path]
 
     # -- request handling ----------------------------------------------------------------------
     def _login(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        if body.get("email") != self.email or body.get("password") != self.password:
+        email = body.get("email")
+        if not isinstance(email, str) or self.accounts.get(email) != body.get("password"):
             return 400, {"message": "Invalid email and password combination", "status_code": 400}
         token = secrets.token_urlsafe(24)
         with self._lock:
             self.logins += 1
-            self.tokens[token] = time.monotonic() + self.token_ttl
-        return 200, {"id": 1, "first_name": "API", "last_name": "User", "email": self.email,
+            self.tokens[token] = (time.monotonic() + self.token_ttl, email)
+        return 200, {"id": 1, "first_name": "API", "last_name": "User", "email": email,
                      "company_id": 12345, "created_at": "2023-05-19 11:59:16", "token": token}
 
-    def _authorised(self, header: str | None) -> bool:
+    def _account(self, header: str | None) -> str | None:
+        """The account a bearer token was issued to, None if it is missing, unknown or expired."""
         if not header or not header.startswith("Bearer "):
-            return False
+            return None
         with self._lock:
-            expires = self.tokens.get(header[len("Bearer "):])
-        return expires is not None and expires > time.monotonic()
+            found = self.tokens.get(header[len("Bearer "):])
+        return found[1] if found is not None and found[0] > time.monotonic() else None
 
-    def _track(self, awb: str) -> dict[str, Any]:
+    def _track(self, awb: str, account: str) -> dict[str, Any]:
         data = self.tracking.get(awb)
-        if data is None:
+        if data is None or self.owners.get(awb, account) != account:
             return {"tracking_data": {"track_status": 0, "error": NO_DATA_MESSAGE}}
         return {"tracking_data": data}
 
@@ -222,7 +235,8 @@ class FakeShiprocket:
         if method == "POST" and path == "/v1/external/auth/login":
             status, payload = self._login(body or {})
             return status, payload, {}
-        if not self._authorised(headers.get("Authorization")):
+        account = self._account(headers.get("Authorization"))
+        if account is None:
             return 401, {"message": "Unauthenticated.", "status_code": 401}, {}
         if self.failures:
             return self.failures.pop(0)
@@ -232,9 +246,10 @@ class FakeShiprocket:
                 return 422, {"message": "The awbs field is required.", "status_code": 422}, {}
             if len(awbs) > 50:
                 return 422, {"message": "Maximum 50 AWBs are allowed.", "status_code": 422}, {}
-            return 200, {str(a): self._track(str(a)) for a in awbs}, {}
+            self.tracked_by.append((account, [str(a) for a in awbs]))
+            return 200, {str(a): self._track(str(a), account) for a in awbs}, {}
         if method == "GET" and path.startswith("/v1/external/courier/track/awb/"):
-            return 200, self._track(path.rsplit("/", 1)[1]), {}
+            return 200, self._track(path.rsplit("/", 1)[1], account), {}
         if method == "GET" and path == "/v1/external/channels":
             return 200, {"data": [{"id": 3422553, "name": "CUSTOM", "status": "Active"}]}, {}
         return 404, {"message": "404 Not Found", "status_code": 404}, {}

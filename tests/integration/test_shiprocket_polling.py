@@ -107,3 +107,75 @@ async def test_poll_after_webhook_adds_no_duplicate_history(fresh_db, pool, ship
     # Only the delivery scan is new; the scans the webhook brought are not stored twice.
     assert total == rows_before + 1
     assert _state(fresh_db, ship)[:2] == ("DELIVERED", "delivered")
+
+
+def _own_api_user(url: str, tenant, email: str, password: str) -> None:
+    with psycopg.connect(url) as c:
+        c.execute("insert into storeops.tenant_secrets (tenant_id, kind, key_id, secret) values (%s, 'shiprocket_api', %s, %s)",
+                  (tenant, email, password))
+
+
+async def test_each_tenants_shipments_are_polled_with_its_own_shiprocket_account(fresh_db, pool, shiprocket_server):  # noqa: F811
+    import httpx
+
+    from runner.config import Settings
+    from runner.context import Context
+
+    own = _seed(fresh_db, ["P-OWN-1", "P-OWN-2"])
+    shared = _seed(fresh_db, ["P-SHARED"])
+    own_tenant, shared_tenant = own["P-OWN-1"][0], shared["P-SHARED"][0]
+    shiprocket_server.add_account("ops@own-store.test", "own-secret")
+    _own_api_user(fresh_db, own_tenant, "ops@own-store.test", "own-secret")
+    # Each account sees only its own shipments.
+    for awb in ("P-OWN-1", "P-OWN-2"):
+        shiprocket_server.set_tracking(awb, tracking_data(awb, 7, [scan(7, T0)], delivered_at=T0), account="ops@own-store.test")
+    shiprocket_server.set_tracking("P-SHARED", tracking_data("P-SHARED", 18, [scan(18, T0)]), account=shiprocket_server.email)
+    settings = Settings(shiprocket_api_base=shiprocket_server.url, shiprocket_email=shiprocket_server.email,
+                        shiprocket_password=shiprocket_server.password)
+    async with httpx.AsyncClient() as http:
+        ctx = Context(settings=settings, pool=pool, http=http)
+        # One at a time (limit 1), every stale shipment in one run.
+        assert await poll_stale_shipments(pool, ctx.tenant_shiprocket_client, older_than_hours=6, limit=1) == 3
+        assert await poll_stale_shipments(pool, ctx.tenant_shiprocket_client, older_than_hours=6) == 0
+    assert sorted(shiprocket_server.tracked_by) == [
+        ("api-user@store.test", ["P-SHARED"]), ("ops@own-store.test", ["P-OWN-1"]), ("ops@own-store.test", ["P-OWN-2"])]
+    assert shiprocket_server.logins == 2  # one login per account, its token reused
+    assert _state(fresh_db, own["P-OWN-1"][2])[:2] == ("DELIVERED", "delivered")
+    assert _state(fresh_db, shared["P-SHARED"][2])[:2] == ("IN TRANSIT", "shipped")
+    assert shared_tenant != own_tenant
+
+
+async def test_one_tenants_failing_account_does_not_hold_up_the_others(fresh_db, pool, shiprocket_server, caplog):  # noqa: F811
+    import httpx
+
+    from runner.config import Settings
+    from runner.context import Context
+
+    broken = _seed(fresh_db, ["P-BROKEN"])
+    fine = _seed(fresh_db, ["P-FINE"])
+    _own_api_user(fresh_db, broken["P-BROKEN"][0], "ops@broken.test", "wrong-password")  # Shiprocket refuses its login
+    shiprocket_server.set_tracking("P-FINE", tracking_data("P-FINE", 18, [scan(18, T0)]))
+    settings = Settings(shiprocket_api_base=shiprocket_server.url, shiprocket_email=shiprocket_server.email,
+                        shiprocket_password=shiprocket_server.password)
+    async with httpx.AsyncClient() as http:
+        ctx = Context(settings=settings, pool=pool, http=http)
+        assert await poll_stale_shipments(pool, ctx.tenant_shiprocket_client, older_than_hours=6) == 1
+        [failure] = [r for r in caplog.records if r.getMessage().startswith("Shiprocket tracking failed")]
+        assert failure.tenant_id == str(broken["P-BROKEN"][0])
+        assert _state(fresh_db, fine["P-FINE"][2])[:3] == ("IN TRANSIT", "shipped", True)
+        assert _state(fresh_db, broken["P-BROKEN"][2])[2] is False  # not marked: asked again next run
+        # With no platform API user either, a tenant without its own is skipped (and marked), not an error.
+        bare = Context(settings=Settings(shiprocket_api_base=shiprocket_server.url), pool=pool, http=http)
+        assert await bare.tenant_shiprocket_client(str(fine["P-FINE"][0])) is None
+
+
+async def test_when_every_call_fails_the_run_fails(fresh_db, pool, shiprocket_server):  # noqa: F811
+    from runner.shiprocket import ShiprocketError
+
+    made = _seed(fresh_db, ["P-DOWN"])
+    async with ShiprocketClient(shiprocket_server.url, shiprocket_server.email, shiprocket_server.password) as client:
+        await client.ping()
+        shiprocket_server.fail_next(503)
+        with pytest.raises(ShiprocketError):
+            await poll_stale_shipments(pool, client, older_than_hours=6)
+    assert _state(fresh_db, made["P-DOWN"][2])[2] is False
