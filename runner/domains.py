@@ -108,13 +108,16 @@ async def _record(pool: AsyncConnectionPool, row: DomainRow, result: Verificatio
             updated = await cur.fetchone()
         retry = await (await conn.execute(_NEXT_RETRY, {"domain_id": row.id})).fetchone()
     assert updated is not None
+    # What was recorded, which is not always what DNS said: records found while another store holds
+    # the domain are recorded as a definitive failure (migration 0062).
+    success = result.success and updated.last_verification_error is None
     return {
         "domain_id": str(updated.id),
         "tenant_id": str(updated.tenant_id),
         "domain": updated.domain,
-        "success": result.success,
-        "definitive": result.definitive,
-        "error": result.error,
+        "success": success,
+        "definitive": result.definitive if not result.success else not success,
+        "error": None if success else (updated.last_verification_error or result.error),
         "status": updated.status,
         "verification_attempts": updated.verification_attempts,
         "consecutive_failures": updated.consecutive_failures,
@@ -131,7 +134,7 @@ async def verify_and_record(pool: AsyncConnectionPool, settings: Settings, domai
                             verifier: DomainVerifier | None = None, manual: bool = False) -> dict[str, Any]:
     """Verify one domain's DNS now and record the attempt; returns what the user should see.
     `manual`: someone asked for this check (the admin endpoint, `storeops verify-domain`); a failure
-    then leaves a live retry's attempts and time as they are (migration 0060).
+    then leaves a live retry's attempts and time as they are (migration 0062).
 
     Raises LookupError if the domain does not exist, is not `tenant_id`'s, or (when `domain` is
     given, as in the verify-domain-dns request body) is not that domain; ValueError if `domain`

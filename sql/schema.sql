@@ -1531,6 +1531,16 @@ begin
       using errcode = 'P0002', hint = 'list domains with: select id, domain from storeops.custom_domains';
   end if;
 
+  -- One live claim per domain: records found while another store holds it are not a verification.
+  if p_success and exists (select 1 from storeops.custom_domains o
+                           where o.domain = v_domain.domain and o.id <> v_domain.id
+                             and o.status in ('verified', 'at_risk')) then
+    p_success := false;
+    p_definitive := true;
+    v_error := v_domain.domain || ' is verified by another store; it can be claimed here once that store''s '
+               || 'records are gone and its claim is released (7 days after it goes at risk)';
+  end if;
+
   insert into storeops.domain_verification_logs
     (domain_id, tenant_id, success, definitive, error, dns_records, duration_ms, verified_at)
   values
@@ -1610,7 +1620,7 @@ $$;
 -- Name: FUNCTION record_domain_verification(p_domain_id uuid, p_success boolean, p_definitive boolean, p_error text, p_dns_records jsonb, p_duration_ms integer, p_now timestamp with time zone, p_manual boolean); Type: COMMENT; Schema: storeops; Owner: -
 --
 
-COMMENT ON FUNCTION storeops.record_domain_verification(p_domain_id uuid, p_success boolean, p_definitive boolean, p_error text, p_dns_records jsonb, p_duration_ms integer, p_now timestamp with time zone, p_manual boolean) IS 'Applies one DNS verification result: logs it, verifies the domain or queues a domain_verify retry; verified domains go at_risk only after two definitive failures, and fail at a definitive failure once at risk for 7 days (at_risk_since). p_manual: a check someone asked for, which leaves a live retry as it is. Failed and at_risk domains checked automatically start no retry.';
+COMMENT ON FUNCTION storeops.record_domain_verification(p_domain_id uuid, p_success boolean, p_definitive boolean, p_error text, p_dns_records jsonb, p_duration_ms integer, p_now timestamp with time zone, p_manual boolean) IS 'Applies one DNS verification result: logs it, verifies the domain (unless another store holds it verified or at risk) or queues a domain_verify retry; verified domains go at_risk only after two definitive failures, and fail at a definitive failure once at risk for 7 days (at_risk_since). p_manual: a check someone asked for, which leaves a live retry as it is. Failed and at_risk domains checked automatically start no retry.';
 
 --
 -- Name: record_missed_payment(jsonb, uuid, timestamp with time zone); Type: FUNCTION; Schema: storeops; Owner: -
@@ -4042,13 +4052,6 @@ ALTER TABLE ONLY storeops.cancelled_paid_orders
     ADD CONSTRAINT cancelled_paid_orders_pkey PRIMARY KEY (order_id);
 
 --
--- Name: custom_domains custom_domains_domain_unique; Type: CONSTRAINT; Schema: storeops; Owner: -
---
-
-ALTER TABLE ONLY storeops.custom_domains
-    ADD CONSTRAINT custom_domains_domain_unique UNIQUE (domain);
-
---
 -- Name: custom_domains custom_domains_pkey; Type: CONSTRAINT; Schema: storeops; Owner: -
 --
 
@@ -4262,10 +4265,28 @@ CREATE INDEX cancelled_paid_orders_tenant_idx ON storeops.cancelled_paid_orders 
 CREATE INDEX custom_domains_auto_verify_idx ON storeops.custom_domains USING btree (last_checked_at NULLS FIRST) WHERE auto_verify;
 
 --
+-- Name: custom_domains_domain_idx; Type: INDEX; Schema: storeops; Owner: -
+--
+
+CREATE INDEX custom_domains_domain_idx ON storeops.custom_domains USING btree (domain);
+
+--
+-- Name: custom_domains_live_domain_key; Type: INDEX; Schema: storeops; Owner: -
+--
+
+CREATE UNIQUE INDEX custom_domains_live_domain_key ON storeops.custom_domains USING btree (domain) WHERE (status = ANY (ARRAY['verified'::text, 'at_risk'::text]));
+
+--
 -- Name: custom_domains_recheck_idx; Type: INDEX; Schema: storeops; Owner: -
 --
 
 CREATE INDEX custom_domains_recheck_idx ON storeops.custom_domains USING btree (last_checked_at NULLS FIRST) WHERE (status = ANY (ARRAY['verified'::text, 'at_risk'::text]));
+
+--
+-- Name: custom_domains_tenant_domain_key; Type: INDEX; Schema: storeops; Owner: -
+--
+
+CREATE UNIQUE INDEX custom_domains_tenant_domain_key ON storeops.custom_domains USING btree (tenant_id, domain);
 
 --
 -- Name: custom_domains_tenant_idx; Type: INDEX; Schema: storeops; Owner: -

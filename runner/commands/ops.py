@@ -148,8 +148,13 @@ def cmd_verify_domain(args) -> int:
                     name = dns_check.normalize_domain(args.domain)
                 except ValueError as exc:
                     raise UserError(str(exc)) from exc
-                row = await (await conn.execute("select id from storeops.custom_domains where domain = %s",
-                                                (name,))).fetchone()
+                rows = await (await conn.execute(
+                    "select id, tenant_id, status from storeops.custom_domains where domain = %s "
+                    "order by status in ('verified', 'at_risk') desc, created_at", (name,))).fetchall()
+                if len(rows) > 1:  # several stores have a claim on it (migration 0061): say which to check
+                    claims = ", ".join(f"{r[0]} (tenant {r[1]}, {r[2]})" for r in rows)
+                    raise UserError(f"{len(rows)} stores have a claim on {name}; give the domain id of one: {claims}") from None
+                row = rows[0] if rows else None
         if row is None:
             raise UserError(f"no custom domain {args.domain!r}")
         return await domains.verify_and_record(ctx.pool, ctx.settings, str(row[0]), manual=True)

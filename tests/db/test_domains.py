@@ -433,3 +433,27 @@ def test_a_domain_name_stored_before_the_check_still_gets_its_checks_and_is_repo
         assert record(c, odd, True)[0] == "verified"  # its row can still be updated
         _refused(c, "update storeops.custom_domains set domain = 'bücher-2.de' where id = %s", (odd,),
                  psycopg.errors.CheckViolation)
+
+
+def test_several_stores_may_claim_a_domain_and_only_one_holds_it(conn, tenant):
+    squatter, owner = tenant, make_tenant(conn, "The Real Owner")
+    squat = make_domain(conn, squatter, "brand.example.in")  # typed first, can never publish the TXT
+    claim = make_domain(conn, owner, "brand.example.in")  # no longer refused
+    _refused(conn, "insert into storeops.custom_domains (tenant_id, domain) values (%s, 'brand.example.in')", (owner,),
+             psycopg.errors.UniqueViolation)  # once per store
+    assert record(conn, claim, True)[0] == "verified"
+    # The other claim's check finding records (both tokens published, say) does not make a second holder.
+    status, _, failures, error, verified_at, _ = record(conn, squat, True, at=T0 + timedelta(minutes=1))
+    assert (status, failures, verified_at) == ("pending", 1, None)
+    assert error.startswith("brand.example.in is verified by another store")
+    logged = conn.execute("select success, definitive, error from storeops.domain_verification_logs "
+                          "where domain_id = %s", (squat,)).fetchone()
+    assert logged[:2] == (False, True) and "another store" in logged[2]
+    _refused(conn, "update storeops.custom_domains set status = 'verified' where id = %s", (squat,),
+             psycopg.errors.UniqueViolation)
+    # Once the holder's records are gone and its claim is released, the other claim can verify.
+    gone = "no TXT record at _storeops-verification.brand.example.in"
+    for day in (1, 2, 10):
+        record(conn, claim, False, True, gone, T0 + timedelta(days=day))
+    assert conn.execute("select status from storeops.custom_domains where id = %s", (claim,)).fetchone()[0] == "failed"
+    assert record(conn, squat, True, at=T0 + timedelta(days=11))[0] == "verified"

@@ -84,3 +84,14 @@ def test_verify_domain_cli_logs_an_attempt(fresh_db, knot):  # noqa: F811
     with psycopg.connect(fresh_db) as c:
         assert c.execute("select status from storeops.custom_domains").fetchone()[0] == "verified"
         assert c.execute("select count(*) from storeops.domain_verification_logs where success").fetchone()[0] == 1
+    # A second store claims it too: by name the command cannot tell which claim to check, and says so.
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        other = c.execute("insert into storeops.tenants (name) values ('E') returning id").fetchone()[0]
+        second, token2 = c.execute("insert into storeops.custom_domains (tenant_id, domain) values (%s, 'www.shop.test') "
+                                   "returning id, verification_token", (other,)).fetchone()
+    knot.set_zone("shop.test", [f'_storeops-verification.www IN TXT "{token}"', f'_storeops-verification.www IN TXT "{token2}"',
+                                "www IN CNAME stores.platform.test."])
+    both = _cli(fresh_db, "verify-domain", "www.shop.test", **env)
+    assert both.returncode == 1 and "2 stores have a claim on www.shop.test" in both.stderr and str(second) in both.stderr
+    by_id = _cli(fresh_db, "verify-domain", str(second), **env)
+    assert by_id.returncode == 1 and "verified by another store" in by_id.stdout  # checked, not verified

@@ -15,9 +15,12 @@
 --     operation_failed alert: about twenty over its 7-day grace, beside the one domain_at_risk
 --     alert (0056). Automatic checks of an at_risk domain now start no retry; the 6-hourly re-check
 --     follows it, and fails it at the end of the grace as before.
+-- And, with 0061's claims per store: a check that finds a claim's records while another store holds
+-- the domain live (verified or at_risk) is recorded as a definitive failure saying so, not as a
+-- success: one live claim per domain (0061's unique index would refuse the second anyway).
 -- record_domain_verification gains p_manual (default false: the scheduler and the retry worker),
 -- so its signature changes: the old one is dropped, and the grants given again.
--- depends: 0060_recorded_shipments_take_their_waiting_webhooks
+-- depends: 0061_domains_are_claimed_per_store
 
 drop function storeops.record_domain_verification(uuid, boolean, boolean, text, jsonb, integer, timestamptz);
 
@@ -47,6 +50,16 @@ begin
   if not found then
     raise exception 'custom domain % does not exist', p_domain_id
       using errcode = 'P0002', hint = 'list domains with: select id, domain from storeops.custom_domains';
+  end if;
+
+  -- One live claim per domain: records found while another store holds it are not a verification.
+  if p_success and exists (select 1 from storeops.custom_domains o
+                           where o.domain = v_domain.domain and o.id <> v_domain.id
+                             and o.status in ('verified', 'at_risk')) then
+    p_success := false;
+    p_definitive := true;
+    v_error := v_domain.domain || ' is verified by another store; it can be claimed here once that store''s '
+               || 'records are gone and its claim is released (7 days after it goes at risk)';
   end if;
 
   insert into storeops.domain_verification_logs
@@ -124,7 +137,7 @@ begin
 end
 $$;
 comment on function storeops.record_domain_verification(uuid, boolean, boolean, text, jsonb, integer, timestamptz, boolean) is
-  'Applies one DNS verification result: logs it, verifies the domain or queues a domain_verify retry; verified domains go at_risk only after two definitive failures, and fail at a definitive failure once at risk for 7 days (at_risk_since). p_manual: a check someone asked for, which leaves a live retry as it is. Failed and at_risk domains checked automatically start no retry.';
+  'Applies one DNS verification result: logs it, verifies the domain (unless another store holds it verified or at risk) or queues a domain_verify retry; verified domains go at_risk only after two definitive failures, and fail at a definitive failure once at risk for 7 days (at_risk_since). p_manual: a check someone asked for, which leaves a live retry as it is. Failed and at_risk domains checked automatically start no retry.';
 
 revoke execute on function storeops.record_domain_verification(uuid, boolean, boolean, text, jsonb, integer, timestamptz, boolean) from public;
 grant execute on function storeops.record_domain_verification(uuid, boolean, boolean, text, jsonb, integer, timestamptz, boolean) to storeops_runner;

@@ -1,4 +1,4 @@
--- Back to 0060: record_domain_verification without p_manual (0052's), every failure counting on the
+-- Back to 0061: record_domain_verification without p_manual (0052's), every failure counting on the
 -- retry schedule.
 drop function storeops.record_domain_verification(uuid, boolean, boolean, text, jsonb, integer, timestamptz, boolean);
 
