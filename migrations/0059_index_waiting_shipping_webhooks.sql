@@ -25,3 +25,16 @@ create index concurrently if not exists shipping_webhooks_waiting_order_ref_idx
 create index concurrently if not exists shipping_webhooks_waiting_order_uuid_idx
   on storeops.shipping_webhooks (storeops_private.parse_order_uuid(payload ->> 'order_id'))
   where not processed and attempts > 0;
+
+-- A build interrupted on an earlier try leaves an invalid index that "if not exists" would accept.
+do $$
+begin
+  if exists (select 1 from pg_index i
+             join pg_class c on c.oid = i.indexrelid
+             join pg_namespace n on n.oid = c.relnamespace
+             where n.nspname = 'storeops' and c.relname in ('shipping_webhooks_waiting_awb_idx', 'shipping_webhooks_waiting_sr_order_idx', 'shipping_webhooks_waiting_order_ref_idx', 'shipping_webhooks_waiting_order_uuid_idx') and not i.indisvalid) then
+    raise exception 'an index this migration builds is invalid (a concurrent build was interrupted)'
+      using hint = 'drop the invalid index (drop index concurrently storeops.<name>), then migrate again';
+  end if;
+end
+$$;

@@ -6,6 +6,8 @@ alter table storeops.custom_domains add constraint custom_domains_domain_unique 
 
 reset lock_timeout;
 
+select 'nothing to undo: the check that the indexes are valid';
+
 drop index concurrently if exists storeops.custom_domains_domain_idx;
 
 drop index concurrently if exists storeops.custom_domains_live_domain_key;

@@ -26,6 +26,19 @@ create unique index concurrently if not exists custom_domains_live_domain_key
 
 create index concurrently if not exists custom_domains_domain_idx on storeops.custom_domains (domain);
 
+-- A build interrupted on an earlier try leaves an invalid index that "if not exists" would accept.
+do $$
+begin
+  if exists (select 1 from pg_index i
+             join pg_class c on c.oid = i.indexrelid
+             join pg_namespace n on n.oid = c.relnamespace
+             where n.nspname = 'storeops' and c.relname in ('custom_domains_tenant_domain_key', 'custom_domains_live_domain_key', 'custom_domains_domain_idx') and not i.indisvalid) then
+    raise exception 'an index this migration builds is invalid (a concurrent build was interrupted)'
+      using hint = 'drop the invalid index (drop index concurrently storeops.<name>), then migrate again';
+  end if;
+end
+$$;
+
 set lock_timeout = '10s';
 
 alter table storeops.custom_domains drop constraint if exists custom_domains_domain_unique;

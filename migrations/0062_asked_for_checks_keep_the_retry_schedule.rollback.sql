@@ -1,8 +1,8 @@
 -- Back to 0061: record_domain_verification without p_manual (0052's), every failure counting on the
 -- retry schedule.
-drop function storeops.record_domain_verification(uuid, boolean, boolean, text, jsonb, integer, timestamptz, boolean);
+drop function if exists storeops.record_domain_verification(uuid, boolean, boolean, text, jsonb, integer, timestamptz, boolean);
 
-create function storeops.record_domain_verification(
+create or replace function storeops.record_domain_verification(
   p_domain_id uuid,
   p_success boolean,
   p_definitive boolean,

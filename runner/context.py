@@ -3,6 +3,7 @@ short-lived cache of per-tenant webhook settings."""
 
 from __future__ import annotations
 
+import collections
 import os
 import socket
 import time
@@ -88,19 +89,21 @@ class Context:
 
     def shiprocket_client(self, email: str | None = None, password: str | None = None):
         """The platform's Shiprocket API user (SHIPROCKET_EMAIL), or the one given; one client per
-        user, kept, so its login token (valid for days) is reused."""
+        user (the 1,000 most recently used are kept), so its login token (valid for days) is reused."""
         from runner.shiprocket import ShiprocketClient
 
         if email is None:
             email, password = self.settings.shiprocket_email or "", self.settings.shiprocket_password or ""
         clients = getattr(self, "_shiprocket_clients", None)
-        if clients is None or len(clients) >= 1000:
-            clients = self._shiprocket_clients = {}
-        key = (email, password or "")
-        client = clients.get(key)
-        if client is None:
-            client = clients[key] = ShiprocketClient(self.settings.shiprocket_api_base, email, password or "",
-                                                     http=self.http)
+        if clients is None:
+            clients = self._shiprocket_clients = collections.OrderedDict()
+        client = clients.get(email)
+        if client is None or client.password != (password or ""):  # new, or its password was rotated
+            client = clients[email] = ShiprocketClient(self.settings.shiprocket_api_base, email, password or "",
+                                                       http=self.http)
+        clients.move_to_end(email)
+        while len(clients) > 1000:  # the least recently used go; they log in again when next needed
+            clients.popitem(last=False)
         return client
 
     async def tenant_shiprocket_client(self, tenant_id: str | None):

@@ -170,6 +170,12 @@ async def _shipment_poll(ctx, worker) -> object:
     from runner import shipping
 
     # Each tenant's shipments with its own Shiprocket API user, else the platform's (SHIPROCKET_EMAIL).
+    if not ctx.settings.shiprocket_email:
+        async with ctx.pool.connection() as conn:
+            row = await (await conn.execute(
+                "select exists (select 1 from storeops.tenant_secrets where kind = 'shiprocket_api')")).fetchone()
+        if not row[0]:
+            return "skipped: no Shiprocket API user (SHIPROCKET_EMAIL, or a tenant's shiprocket_api secret)"
     return await shipping.poll_stale_shipments(ctx.pool, ctx.tenant_shiprocket_client)
 
 

@@ -65,46 +65,57 @@ async def poll_stale_shipments(pool: AsyncConnectionPool, client: ShiprocketClie
 
     `client` is one ShiprocketClient for every shipment, or an async callable giving the client for
     a tenant (Context.tenant_shiprocket_client: the tenant's own API user, else the platform's; None
-    when neither is configured). Each tenant's shipments are asked with its own client: an account
-    sees only its own shipments.
+    when neither is configured). The shipments of all tenants sharing an account are asked in one
+    call (50 AWBs a request); each account sees only its own shipments.
 
     Returns how many shipments got new history or a new status. Shipments Shiprocket has no data
-    for yet (`track_status: 0`) are marked polled and tried again after the next interval, as are
-    those of a tenant with no client (logged). A tenant whose call fails (ShiprocketError, HTTP)
-    is logged and its shipments are not marked, so the next run asks again; the others go on. If
-    every call of the run failed, the first error is raised after the rest was done."""
+    for yet (`track_status: 0`) are marked polled and tried again after the next interval. A tenant
+    with no client, and an account whose call fails (ShiprocketError, HTTP; logged once), are left
+    for the rest of the run, unmarked, so the next run asks again; the other accounts go on. If every
+    call of the run failed, the first error is raised after the rest was done."""
     client_for = client if callable(client) and not hasattr(client, "track_awbs") else None
     loop = asyncio.get_running_loop()
     deadline = loop.time() + budget
-    failed: set[uuid.UUID] = set()  # still stale, not to be asked about again in this run
+    clients: dict[uuid.UUID, ShiprocketClient | None] = {}  # per tenant, for this run
+    broken: set[int] = set()  # id() of the clients that failed in this run
+    skipped: set[uuid.UUID] = set()  # still stale, not to be asked about again in this run
     seen: set[uuid.UUID] = set()
     changed, calls, errors = 0, 0, []
     while loop.time() < deadline:
-        listed = await list_stale_shipments(pool, older_than_hours, limit + len(failed))
-        stale = [s for s in listed if s.id not in failed][:limit]
+        listed = await list_stale_shipments(pool, older_than_hours, limit + len(skipped))
+        stale = [s for s in listed if s.id not in skipped][:limit]
         if not stale or seen.issuperset(s.id for s in stale):
             break
         seen.update(s.id for s in stale)
-        by_tenant: dict[uuid.UUID, list[StaleShipment]] = {}
+        by_client: dict[int, tuple[ShiprocketClient, list[StaleShipment]]] = {}
         for shipment in stale:
-            by_tenant.setdefault(shipment.tenant_id, []).append(shipment)
+            if shipment.tenant_id not in clients:
+                clients[shipment.tenant_id] = (await client_for(str(shipment.tenant_id)) if client_for is not None
+                                               else client)
+                if clients[shipment.tenant_id] is None:
+                    log.warning("no Shiprocket API user for this tenant (nor the platform's): its stale shipments "
+                                "are not polled", extra={"tenant_id": str(shipment.tenant_id)})
+            tenant_client = clients[shipment.tenant_id]
+            if tenant_client is None or id(tenant_client) in broken:
+                skipped.add(shipment.id)
+                continue
+            by_client.setdefault(id(tenant_client), (tenant_client, []))[1].append(shipment)
         polled: list[uuid.UUID] = []
-        for tenant_id, shipments in by_tenant.items():
-            tenant_client = await client_for(str(tenant_id)) if client_for is not None else client
-            if tenant_client is None:
-                log.warning("no Shiprocket API user for this tenant: its stale shipments are not polled",
-                            extra={"tenant_id": str(tenant_id), "shipments": len(shipments)})
-                polled.extend(s.id for s in shipments)
+        for key, (account, shipments) in by_client.items():
+            if loop.time() >= deadline:
+                skipped.update(s.id for s in shipments)
                 continue
             calls += 1
             try:
-                tracking = await tenant_client.track_awbs([s.awb for s in shipments])
-            except Exception as exc:  # noqa: BLE001 (this tenant's call; the others go on)
-                log.warning("Shiprocket tracking failed for a tenant: its shipments are asked again next run",
-                            extra={"tenant_id": str(tenant_id), "shipments": len(shipments),
-                                   "error": f"{type(exc).__name__}: {exc}"[:300]})
+                tracking = await account.track_awbs([s.awb for s in shipments])
+            except Exception as exc:  # noqa: BLE001 (this account's call; the others go on)
+                log.error("Shiprocket tracking failed for an API user: its shipments are asked again next run",
+                          extra={"api_user": getattr(account, "email", None), "shipments": len(shipments),
+                                 "tenants": len({s.tenant_id for s in shipments}),
+                                 "error": f"{type(exc).__name__}: {exc}"[:300]})
                 errors.append(exc)
-                failed.update(s.id for s in shipments)
+                broken.add(key)
+                skipped.update(s.id for s in shipments)
                 continue
             changed += await _apply_polled(pool, shipments, tracking)
             polled.extend(s.id for s in shipments)

@@ -216,7 +216,8 @@ class ShiprocketClient:
         if response.status_code in (400, 401, 403, 422):
             raise ShiprocketError(
                 f"Shiprocket rejected the API user login (HTTP {response.status_code}): "
-                f"{_error_message(response)}; check SHIPROCKET_EMAIL / SHIPROCKET_PASSWORD",
+                f"{_error_message(response)}; check the password of API user {self.email} "
+                "(SHIPROCKET_PASSWORD for the platform's, else the tenant's shiprocket_api secret)",
                 status=response.status_code)
         self._raise_for(response, "login")
         try:

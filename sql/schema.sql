@@ -1532,13 +1532,17 @@ begin
   end if;
 
   -- One live claim per domain: records found while another store holds it are not a verification.
-  if p_success and exists (select 1 from storeops.custom_domains o
-                           where o.domain = v_domain.domain and o.id <> v_domain.id
-                             and o.status in ('verified', 'at_risk')) then
-    p_success := false;
-    p_definitive := true;
-    v_error := v_domain.domain || ' is verified by another store; it can be claimed here once that store''s '
-               || 'records are gone and its claim is released (7 days after it goes at risk)';
+  -- Two stores' checks of one domain at once take turns here (the second sees the first's result),
+  -- rather than the second failing on custom_domains_live_domain_key.
+  if p_success then
+    perform pg_advisory_xact_lock(hashtextextended('storeops.custom_domains:' || v_domain.domain, 0));
+    if exists (select 1 from storeops.custom_domains o
+               where o.domain = v_domain.domain and o.id <> v_domain.id and o.status in ('verified', 'at_risk')) then
+      p_success := false;
+      p_definitive := true;
+      v_error := v_domain.domain || ' is verified by another store; it can be claimed here once that claim is '
+                 || 'released (when its records are gone it goes at risk, and is released 7 days later)';
+    end if;
   end if;
 
   insert into storeops.domain_verification_logs

@@ -457,3 +457,22 @@ def test_several_stores_may_claim_a_domain_and_only_one_holds_it(conn, tenant):
         record(conn, claim, False, True, gone, T0 + timedelta(days=day))
     assert conn.execute("select status from storeops.custom_domains where id = %s", (claim,)).fetchone()[0] == "failed"
     assert record(conn, squat, True, at=T0 + timedelta(days=11))[0] == "verified"
+
+
+def test_two_stores_checking_one_domain_at_once_take_turns(fresh_db):
+    import threading
+
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        first, second = make_tenant(c, "First"), make_tenant(c, "Second")
+        a, b = make_domain(c, first, "both.example.in"), make_domain(c, second, "both.example.in")
+    with psycopg.connect(fresh_db) as one, psycopg.connect(fresh_db, autocommit=True) as two:
+        assert record(one, a, True)[0] == "verified"  # not committed yet
+        out = {}
+        racer = threading.Thread(target=lambda: out.setdefault("b", record(two, b, True)))
+        racer.start()
+        racer.join(0.5)
+        assert racer.is_alive()  # waits its turn instead of failing on the unique index later
+        one.commit()
+        racer.join(10)
+    status, _, failures, error, _, _ = out["b"]
+    assert (status, failures) == ("pending", 1) and "verified by another store" in error

@@ -161,7 +161,7 @@ async def test_one_tenants_failing_account_does_not_hold_up_the_others(fresh_db,
         ctx = Context(settings=settings, pool=pool, http=http)
         assert await poll_stale_shipments(pool, ctx.tenant_shiprocket_client, older_than_hours=6) == 1
         [failure] = [r for r in caplog.records if r.getMessage().startswith("Shiprocket tracking failed")]
-        assert failure.tenant_id == str(broken["P-BROKEN"][0])
+        assert failure.api_user == "ops@broken.test" and failure.shipments == 1
         assert _state(fresh_db, fine["P-FINE"][2])[:3] == ("IN TRANSIT", "shipped", True)
         assert _state(fresh_db, broken["P-BROKEN"][2])[2] is False  # not marked: asked again next run
         # With no platform API user either, a tenant without its own is skipped (and marked), not an error.
@@ -179,3 +179,56 @@ async def test_when_every_call_fails_the_run_fails(fresh_db, pool, shiprocket_se
         with pytest.raises(ShiprocketError):
             await poll_stale_shipments(pool, client, older_than_hours=6)
     assert _state(fresh_db, made["P-DOWN"][2])[2] is False
+
+
+async def test_stores_sharing_the_platform_account_are_asked_in_one_call(fresh_db, pool, shiprocket_server):  # noqa: F811
+    import httpx
+
+    from runner.config import Settings
+    from runner.context import Context
+
+    made = {**_seed(fresh_db, ["P-A"]), **_seed(fresh_db, ["P-B"]), **_seed(fresh_db, ["P-C"])}  # three stores
+    assert len({t for t, _, _ in made.values()}) == 3
+    for awb in made:
+        shiprocket_server.set_tracking(awb, tracking_data(awb, 18, [scan(18, T0)]))
+    settings = Settings(shiprocket_api_base=shiprocket_server.url, shiprocket_email=shiprocket_server.email,
+                        shiprocket_password=shiprocket_server.password)
+    async with httpx.AsyncClient() as http:
+        ctx = Context(settings=settings, pool=pool, http=http)
+        assert await poll_stale_shipments(pool, ctx.tenant_shiprocket_client, older_than_hours=6) == 3
+    assert [(who, sorted(awbs)) for who, awbs in shiprocket_server.tracked_by] == [
+        (shiprocket_server.email, ["P-A", "P-B", "P-C"])]
+
+
+async def test_a_rejected_platform_login_is_tried_once_a_run_and_fails_the_run(fresh_db, pool, shiprocket_server):  # noqa: F811
+    import httpx
+
+    from runner.config import Settings
+    from runner.context import Context
+    from runner.shiprocket import ShiprocketError
+
+    made = {}
+    for n in range(3):
+        made.update(_seed(fresh_db, [f"P-{n}"]))
+    settings = Settings(shiprocket_api_base=shiprocket_server.url, shiprocket_email=shiprocket_server.email,
+                        shiprocket_password="not-the-password")
+    async with httpx.AsyncClient() as http:
+        ctx = Context(settings=settings, pool=pool, http=http)
+        with pytest.raises(ShiprocketError, match="api-user@store.test"):
+            await poll_stale_shipments(pool, ctx.tenant_shiprocket_client, older_than_hours=6, limit=1)
+    assert len(shiprocket_server.calls("/v1/external/auth/login")) == 1  # not once per store or per batch
+    assert not any(_state(fresh_db, ship)[2] for _, _, ship in made.values())  # none marked polled
+
+
+async def test_with_no_shiprocket_api_user_anywhere_the_poll_is_skipped(fresh_db, pool):
+    import httpx
+
+    from runner import scheduler
+    from runner.config import Settings
+    from runner.context import Context
+
+    made = _seed(fresh_db, ["P-NOBODY"])
+    async with httpx.AsyncClient() as http:
+        ctx = Context(settings=Settings(), pool=pool, http=http)
+        assert (await scheduler._shipment_poll(ctx, None)).startswith("skipped: no Shiprocket API user")
+    assert _state(fresh_db, made["P-NOBODY"][2])[2] is False
