@@ -476,3 +476,22 @@ def test_two_stores_checking_one_domain_at_once_take_turns(fresh_db):
         racer.join(10)
     status, _, failures, error, _, _ = out["b"]
     assert (status, failures) == ("pending", 1) and "verified by another store" in error
+
+
+def test_the_claims_migration_refuses_to_finish_over_an_interrupted_index_build(fresh_db):
+    from runner import migrate
+
+    ours = "0061_domains_are_claimed_per_store"
+    applied = migrate.state(fresh_db).applied
+    migrate.rollback(fresh_db, len(applied) - applied.index(ours))
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        # What a cancelled CREATE INDEX CONCURRENTLY leaves behind: the index, marked invalid.
+        c.execute("create index custom_domains_domain_idx on storeops.custom_domains (domain)")
+        c.execute("update pg_index set indisvalid = false where indexrelid = 'storeops.custom_domains_domain_idx'::regclass")
+    with pytest.raises(Exception, match="invalid"):
+        migrate.apply(fresh_db)
+    with psycopg.connect(fresh_db, autocommit=True) as c:  # the old rule still holds meanwhile
+        assert c.execute("select count(*) from pg_constraint where conname = 'custom_domains_domain_unique'").fetchone()[0] == 1
+        c.execute("drop index if exists storeops.custom_domains_domain_idx")  # (yoyo's undo of the try may have)
+    migrate.apply(fresh_db)
+    assert not migrate.state(fresh_db).pending

@@ -92,7 +92,7 @@ async def test_errors_say_whether_to_retry(shiprocket_server):  # noqa: F811
         with pytest.raises(ShiprocketError) as bad_login:
             await client.track_awbs(["A1"])
     assert bad_login.value.status == 400 and not bad_login.value.retryable
-    assert "SHIPROCKET_EMAIL" in bad_login.value.message
+    assert "SHIPROCKET_PASSWORD" in bad_login.value.message and "api-user@store.test" in bad_login.value.message
 
     async with _client(shiprocket_server) as client:
         shiprocket_server.fail_next(429, {"message": "You have exceeded the API call rate limit."},
