@@ -78,14 +78,17 @@ class Context:
     async def tenant_razorpay_client(self, tenant_id: str | None):
         """The tenant's own Razorpay API key (tenant_secrets kind razorpay_api) when it has one, else
         the platform's. Raises ValueError when neither is configured."""
-        if tenant_id:
-            async with self.pool.connection() as conn:
-                row = await (await conn.execute(
-                    "select key_id, secret from storeops.get_tenant_secrets(%s, 'razorpay_api') limit 1", (tenant_id,)
-                )).fetchone()
-            if row and row[0]:
-                return self.razorpay_client(row[0], row[1])
-        return self.razorpay_client()
+        row = await self._tenant_api_user(tenant_id, "razorpay_api")
+        return self.razorpay_client(*row) if row else self.razorpay_client()
+
+    async def _tenant_api_user(self, tenant_id: str | None, kind: str) -> tuple[str, str] | None:
+        """The tenant's newest active (key_id, secret) of `kind` (razorpay_api, shiprocket_api), if any."""
+        if not tenant_id:
+            return None
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(
+                "select key_id, secret from storeops.get_tenant_secrets(%s, %s) limit 1", (tenant_id, kind))).fetchone()
+        return (row[0], row[1]) if row and row[0] else None
 
     def shiprocket_client(self, email: str | None = None, password: str | None = None):
         """The platform's Shiprocket API user (SHIPROCKET_EMAIL), or the one given; one client per
@@ -109,13 +112,7 @@ class Context:
     async def tenant_shiprocket_client(self, tenant_id: str | None):
         """The tenant's own Shiprocket API user (tenant_secrets kind shiprocket_api: key_id the email,
         secret the password) when it has one, else the platform's; None when neither is configured."""
-        if tenant_id:
-            async with self.pool.connection() as conn:
-                row = await (await conn.execute(
-                    "select key_id, secret from storeops.get_tenant_secrets(%s, 'shiprocket_api') limit 1", (tenant_id,)
-                )).fetchone()
-            if row and row[0]:
-                return self.shiprocket_client(row[0], row[1])
-        if not self.settings.shiprocket_email:
-            return None
-        return self.shiprocket_client()
+        row = await self._tenant_api_user(tenant_id, "shiprocket_api")
+        if row:
+            return self.shiprocket_client(*row)
+        return self.shiprocket_client() if self.settings.shiprocket_email else None

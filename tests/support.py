@@ -30,3 +30,12 @@ def as_tenant(c: psycopg.Connection, tenant_id, via: str = "setting") -> None:
 
 def as_runner(c: psycopg.Connection) -> None:
     c.execute("set local role storeops_runner")
+
+
+def roll_back_to_before(url: str, migration: str) -> None:
+    """Roll `url`'s database back to just before `migration` (and every newer one), as an upgrade
+    from then would find it: a test stores what that database held, then applies them again."""
+    from runner import migrate
+
+    applied = migrate.state(url).applied
+    assert migrate.rollback(url, len(applied) - applied.index(migration))[-1] == migration

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
-from support import as_tenant, make_tenant
+from support import as_tenant, make_tenant, roll_back_to_before
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 QUERY = [{"name": "_storeops-verification.shop.example.in", "type": "TXT", "answers": [], "rcode": "NXDOMAIN",
@@ -418,9 +418,7 @@ def test_an_at_risk_domain_is_followed_by_the_re_checks_not_a_retry_schedule_eac
 def test_a_domain_name_stored_before_the_check_still_gets_its_checks_and_is_reported(fresh_db):
     from runner import migrate
 
-    ours = "0056_domain_state_is_written_by_checks_only"
-    applied = migrate.state(fresh_db).applied
-    assert migrate.rollback(fresh_db, len(applied) - applied.index(ours))[-1] == ours
+    roll_back_to_before(fresh_db, "0056_domain_state_is_written_by_checks_only")
     with psycopg.connect(fresh_db, autocommit=True) as c:
         tenant = make_tenant(c)
         odd = make_domain(c, tenant, "bücher.de")  # a U-label, inserted directly before 0056
@@ -481,9 +479,7 @@ def test_two_stores_checking_one_domain_at_once_take_turns(fresh_db):
 def test_the_claims_migration_refuses_to_finish_over_an_interrupted_index_build(fresh_db):
     from runner import migrate
 
-    ours = "0061_domains_are_claimed_per_store"
-    applied = migrate.state(fresh_db).applied
-    migrate.rollback(fresh_db, len(applied) - applied.index(ours))
+    roll_back_to_before(fresh_db, "0061_domains_are_claimed_per_store")
     with psycopg.connect(fresh_db, autocommit=True) as c:
         # What a cancelled CREATE INDEX CONCURRENTLY leaves behind: the index, marked invalid.
         c.execute("create index custom_domains_domain_idx on storeops.custom_domains (domain)")

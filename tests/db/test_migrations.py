@@ -1,6 +1,7 @@
 """Migrations: apply, re-apply (no-op), roll back all, apply again; what migrating must leave behind."""
 
 import psycopg
+from support import roll_back_to_before
 
 from runner import migrate
 
@@ -183,8 +184,7 @@ def test_0045_gives_up_on_a_long_transaction_instead_of_queueing_intake_behind_i
     that wait: 0045 sets a lock timeout, so a deploy meeting a long transaction fails cleanly after
     10 s (nothing applied) and works once that transaction is gone."""
     ours = "0045_drop_unused_webhook_type_indexes"
-    applied = migrate.state(fresh_db).applied
-    assert migrate.rollback(fresh_db, len(applied) - applied.index(ours))[-1] == ours  # and any newer ones
+    roll_back_to_before(fresh_db, ours)  # and any newer ones
     with psycopg.connect(fresh_db) as holder:
         holder.execute("select count(*) from storeops.payment_webhooks")  # holds ACCESS SHARE until it ends
         try:

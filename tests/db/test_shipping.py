@@ -18,7 +18,7 @@ from _shipping_helpers import (
 )
 from fakes.shiprocket_server import scan, webhook_payload
 from psycopg.types.json import Jsonb
-from support import as_tenant, make_order, make_tenant
+from support import as_tenant, make_order, make_tenant, roll_back_to_before
 
 # Shiprocket's official sample webhook (reference §6), verbatim.
 SAMPLE = {
@@ -390,9 +390,7 @@ def test_a_store_whose_own_token_expired_is_back_on_the_platform_token(conn):
 def test_shipments_pointing_at_another_tenants_order_before_the_migration_raise_one_alert(fresh_db):
     from runner import migrate
 
-    ours = "0057_shipments_act_only_on_their_tenants_orders"
-    applied = migrate.state(fresh_db).applied
-    assert migrate.rollback(fresh_db, len(applied) - applied.index(ours))[-1] == ours
+    roll_back_to_before(fresh_db, "0057_shipments_act_only_on_their_tenants_orders")
     with psycopg.connect(fresh_db, autocommit=True) as c:
         a, b = make_tenant(c, "A"), make_tenant(c, "B")
         crossed = make_shipment(c, b, make_order(c, a), awb="AWB-CROSSED")
