@@ -39,3 +39,18 @@ def roll_back_to_before(url: str, migration: str) -> None:
 
     applied = migrate.state(url).applied
     assert migrate.rollback(url, len(applied) - applied.index(migration))[-1] == migration
+
+
+def refused(c: psycopg.Connection, sql: str, args=None, error: type[psycopg.Error] = psycopg.Error,
+            sqlstate: str | None = None) -> psycopg.Error:
+    """The statement must fail with `error` (and `sqlstate`, when given); a savepoint keeps the
+    transaction usable. Returns the error."""
+    import pytest
+
+    c.execute("savepoint refused")
+    with pytest.raises(error) as caught:
+        c.execute(sql, args)
+    c.execute("rollback to savepoint refused")
+    if sqlstate is not None:
+        assert caught.value.sqlstate == sqlstate, caught.value
+    return caught.value

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
-from support import as_tenant, make_tenant, roll_back_to_before
+from support import as_tenant, make_tenant, refused, roll_back_to_before
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 QUERY = [{"name": "_storeops-verification.shop.example.in", "type": "TXT", "answers": [], "rcode": "NXDOMAIN",
@@ -224,10 +224,7 @@ def test_ssl_failure_keeps_the_last_known_certificate_and_the_reason(conn, tenan
 
 
 def _refused(c, sql, args, error=psycopg.errors.InsufficientPrivilege):
-    c.execute("savepoint refused")
-    with pytest.raises(error):
-        c.execute(sql, args)
-    c.execute("rollback to savepoint refused")
+    refused(c, sql, args, error)
 
 
 def test_a_tenant_adds_domains_and_switches_auto_verify_but_cannot_write_their_verification(conn, tenant):

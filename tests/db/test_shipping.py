@@ -18,7 +18,7 @@ from _shipping_helpers import (
 )
 from fakes.shiprocket_server import scan, webhook_payload
 from psycopg.types.json import Jsonb
-from support import as_tenant, make_order, make_tenant, roll_back_to_before
+from support import as_tenant, make_order, make_tenant, refused, roll_back_to_before
 
 # Shiprocket's official sample webhook (reference §6), verbatim.
 SAMPLE = {
@@ -324,12 +324,7 @@ def test_tenants_read_status_codes_and_only_their_own_history(conn):
 
 
 def _refused_403(c, sql, args):
-    c.execute("savepoint refused")
-    with pytest.raises(psycopg.Error) as caught:
-        c.execute(sql, args)
-    c.execute("rollback to savepoint refused")
-    assert caught.value.sqlstate == "SO403", caught.value
-    return caught.value
+    return refused(c, sql, args, sqlstate="SO403")
 
 
 def test_a_store_cannot_point_a_shipment_at_another_stores_order(conn):
